@@ -1,0 +1,1 @@
+"""The ``opensim-biopose`` console script: one module per subcommand."""
