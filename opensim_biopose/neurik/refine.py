@@ -1,0 +1,426 @@
+"""Batched refinement: OpenSim's inverse-kinematics objective solved for all frames at once.
+
+Per frame the objective is exactly the one OpenSim's InverseKinematicsTool minimises::
+
+    f(q) = sum_i w_i ||x_i(q) - m_i||^2  +  sum_j w_j (q_j - v_j)^2
+
+over the markers present in that frame (NaN = absent) and the coordinate tasks. Clamped
+coordinate ranges are hard bounds, locked coordinates stay at their default, and dependent
+(coupled) coordinates follow their independents through ``Skeleton.forward``.
+
+The solver is a projected Levenberg-Marquardt method run on every frame in one batch: the
+residual ``r = [sqrt(w_i) (x_i - m_i); sqrt(w_j) (q_j - v_j)]`` and its Jacobian with respect
+to the free coordinates come from one batched forward pass per iteration (forward-mode
+autodiff, or finite differences for a Skeleton that does not support it). Bounds are handled
+with an active set: a variable at a bound whose gradient pushes outwards is held there for the
+step, and every step is projected back into the box.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from opensim_biopose.errors import InputError
+
+
+@dataclasses.dataclass(frozen=True)
+class RefineConfig:
+    """Settings of :func:`refine`."""
+
+    # Gauss-Newton converges in a handful of steps from a good start; 100 leaves room for a
+    # start at the default pose, which needs ~20-40 damped steps on a gait trial.
+    max_iters: int = 100
+    # Largest accepted step (rad / m) below which a frame has converged. 1e-9 sits far below
+    # OpenSim's accuracy 1e-6, so the answer is OpenSim's optimum, not an early stop.
+    tol: float = 1e-9
+    # Initial Marquardt damping relative to diag(J^T J): small, because the start is usually
+    # close (NeurIK); it grows by `damping_up` on a rejected step and shrinks on success.
+    initial_damping: float = 1e-3
+    damping_up: float = 10.0
+    damping_down: float = 0.3
+    # A frame whose damping exceeds this cannot improve any more: it has converged to a
+    # (possibly bound-constrained) minimum within floating-point resolution.
+    max_damping: float = 1e10
+    # Frames per batch: bounds memory (Jacobian batch = frames x free coordinates forward passes).
+    chunk_frames: int = 512
+    # How the Jacobian is obtained; see JACOBIANS.
+    jacobian: str = "forward_ad"
+    # Finite-difference step (rad / m) when jacobian == "finite_difference".
+    fd_step: float = 1e-7
+
+
+class SkeletonLike(Protocol):
+    """What refinement needs from ``opensim_biopose.kinematics.Skeleton``."""
+
+    coordinate_names: Sequence[str]
+    marker_names: Sequence[str]
+    coordinate_ranges: torch.Tensor
+    coordinate_clamped: torch.Tensor
+    coordinate_locked: torch.Tensor
+    coordinate_dependent: torch.Tensor
+    coordinate_defaults: torch.Tensor
+
+    def forward(self, q: torch.Tensor, scales=None, marker_offsets=None): ...
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class CoordinateTargets:
+    """Coordinate tasks of the objective: ``w_j (q_j - v_j)^2``.
+
+    Attributes:
+        index: (K,) long, coordinate indices into ``sk.coordinate_names``.
+        weights: (K,) task weights.
+        values: (K,) or (T, K) targets in internal units (rad / m).
+    """
+
+    index: torch.Tensor
+    weights: torch.Tensor
+    values: torch.Tensor
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class RefineResult:
+    """Refined coordinates and OpenSim-style marker errors, per frame.
+
+    Attributes:
+        q: (T, n) all coordinates (dependents recomputed) in internal units (rad / m).
+        marker_sq_error_total: (T,) sum of squared marker distances of the weighted markers
+            present, m^2 (unweighted, as OpenSim reports it); NaN where no marker is present.
+        marker_rms: (T,) RMS marker distance, m.
+        marker_max: (T,) largest marker distance, m.
+        iterations: (T,) Levenberg-Marquardt iterations used.
+        converged: (T,) bool.
+        objective: (T,) final value of the weighted objective.
+    """
+
+    q: torch.Tensor
+    marker_sq_error_total: torch.Tensor
+    marker_rms: torch.Tensor
+    marker_max: torch.Tensor
+    iterations: torch.Tensor
+    converged: torch.Tensor
+    objective: torch.Tensor
+
+
+# ---------------------------------------------------------------------------------------------
+# Problem definition (pure tensor functions)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Problem:
+    """One chunk of frames: everything the residual needs, in float64."""
+
+    markers: torch.Tensor  # (B, M, 3), zeros where absent
+    sqrt_w: torch.Tensor  # (B, M), 0 where absent
+    task_index: torch.Tensor  # (K,)
+    task_sqrt_w: torch.Tensor  # (K,)
+    task_values: torch.Tensor  # (B, K)
+    free: torch.Tensor  # (F,) indices of the optimised coordinates
+    lower: torch.Tensor  # (F,) -inf where unbounded
+    upper: torch.Tensor  # (F,)
+
+    def take(self, rows: torch.Tensor) -> _Problem:
+        return dataclasses.replace(
+            self, markers=self.markers[rows], sqrt_w=self.sqrt_w[rows], task_values=self.task_values[rows]
+        )
+
+
+def _residual(sk: SkeletonLike, q_full: torch.Tensor, problem: _Problem, repeat: int = 1) -> torch.Tensor:
+    """(B*repeat, 3M+K) weighted residual at q_full (B*repeat, n); frame b occupies rows b*repeat..."""
+    out = sk.forward(q_full)
+    markers = problem.markers.repeat_interleave(repeat, dim=0)
+    sqrt_w = problem.sqrt_w.repeat_interleave(repeat, dim=0)
+    marker_res = (out.markers - markers) * sqrt_w[..., None]
+    q_used = out.q_full[:, problem.task_index]
+    task_res = (q_used - problem.task_values.repeat_interleave(repeat, dim=0)) * problem.task_sqrt_w
+    return torch.cat([marker_res.flatten(1), task_res], dim=1)
+
+
+def _with_free(q_base: torch.Tensor, free: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    q = q_base.clone()
+    q[:, free] = x
+    return q
+
+
+def _jacobian_forward_ad(
+    sk: SkeletonLike, q_base: torch.Tensor, x: torch.Tensor, problem: _Problem, fd_step: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Residual (B, R) and Jacobian (B, R, F) by forward-mode AD, one tangent per free coordinate."""
+    b, f = x.shape
+    q_rep = _with_free(q_base, problem.free, x).repeat_interleave(f, dim=0)  # (B*F, n)
+    tangent = torch.zeros_like(q_rep)
+    rows = torch.arange(b * f)
+    tangent[rows, problem.free.repeat(b)] = 1.0
+    r, jr = torch.func.jvp(lambda q: _residual(sk, q, problem, repeat=f), (q_rep,), (tangent,))
+    r = r.view(b, f, -1)[:, 0]
+    return r, jr.view(b, f, -1).transpose(1, 2)
+
+
+def _jacobian_finite_difference(
+    sk: SkeletonLike, q_base: torch.Tensor, x: torch.Tensor, problem: _Problem, fd_step: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Residual (B, R) and forward-difference Jacobian (B, R, F) from one batched forward pass."""
+    b, f = x.shape
+    q0 = _with_free(q_base, problem.free, x)
+    q_rep = q0.repeat_interleave(f + 1, dim=0).view(b, f + 1, -1)
+    q_rep[:, 1:, problem.free] += fd_step * torch.eye(f, dtype=x.dtype)
+    r_all = _residual(sk, q_rep.view(b * (f + 1), -1), problem, repeat=f + 1).view(b, f + 1, -1)
+    r = r_all[:, 0]
+    jac = (r_all[:, 1:] - r[:, None]) / fd_step
+    return r, jac.transpose(1, 2)
+
+
+JacobianFn = Callable[[SkeletonLike, torch.Tensor, torch.Tensor, _Problem, float], tuple[torch.Tensor, torch.Tensor]]
+JACOBIANS: dict[str, JacobianFn] = {
+    "forward_ad": _jacobian_forward_ad,
+    "finite_difference": _jacobian_finite_difference,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# One Levenberg-Marquardt step with an active set
+
+
+def _active_set(x: torch.Tensor, grad: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
+    """(B, F) bool: variables held at a bound because the gradient pushes them outside."""
+    eps = 1e-12
+    return ((x <= lower + eps) & (grad > 0)) | ((x >= upper - eps) & (grad < 0))
+
+
+def _lm_step(
+    r: torch.Tensor, jac: torch.Tensor, x: torch.Tensor, damping: torch.Tensor, problem: _Problem
+) -> torch.Tensor:
+    """Projected damped Gauss-Newton step; returns the trial point (B, F) inside the bounds."""
+    grad = torch.einsum("brf,br->bf", jac, r)
+    hess = torch.einsum("brf,brg->bfg", jac, jac)
+    held = _active_set(x, grad, problem.lower, problem.upper)
+    diag = torch.diagonal(hess, dim1=1, dim2=2)
+    # Marquardt scaling, plus a floor so coordinates no residual depends on stay put.
+    scale = damping[:, None] * (diag + 1e-9 * diag.amax(dim=1, keepdim=True) + 1e-12)
+    system = hess + torch.diag_embed(scale)
+    keep = (~held).to(x.dtype)
+    system = system * keep[:, :, None] * keep[:, None, :] + torch.diag_embed(held.to(x.dtype))
+    rhs = -grad * keep
+    step = torch.linalg.solve(system, rhs.unsqueeze(-1)).squeeze(-1)
+    return torch.clamp(x + step, problem.lower, problem.upper)
+
+
+# ---------------------------------------------------------------------------------------------
+# Driver
+
+
+def coordinate_targets(
+    sk: SkeletonLike, tasks: Sequence, values: dict[str, np.ndarray] | None = None
+) -> CoordinateTargets:
+    """Coordinate targets from IK tasks (objects with name, weight, apply, value_type, value).
+
+    ``default_value`` uses the model default, ``manual_value`` the task's value (internal units),
+    ``from_file`` the (T,) array in ``values[name]``. Tasks on locked coordinates are dropped, as
+    in OpenSim.
+    """
+    names = list(sk.coordinate_names)
+    index, weights, cols = [], [], []
+    defaults = sk.coordinate_defaults.detach().cpu().double()
+    for task in tasks:
+        if not getattr(task, "apply", True) or task.weight == 0:
+            continue
+        if task.name not in names:
+            raise InputError(f"coordinate task {task.name!r} names no coordinate of the model")
+        j = names.index(task.name)
+        if bool(sk.coordinate_locked[j]):
+            continue
+        if task.value_type == "default_value":
+            cols.append(defaults[j].reshape(1))
+        elif task.value_type == "manual_value":
+            cols.append(torch.tensor([float(task.value)], dtype=torch.float64))
+        elif task.value_type == "from_file":
+            if values is None or task.name not in values:
+                raise InputError(f"coordinate task {task.name!r} takes values from a file that has no such column")
+            cols.append(torch.as_tensor(values[task.name], dtype=torch.float64))
+        else:
+            raise InputError(f"coordinate task {task.name!r}: unknown value_type {task.value_type!r}")
+        index.append(j)
+        weights.append(float(task.weight))
+    if not index:
+        empty = torch.zeros(0, dtype=torch.float64)
+        return CoordinateTargets(torch.zeros(0, dtype=torch.long), empty, empty)
+    length = max(c.shape[0] for c in cols)
+    values_t = torch.stack([c.expand(length) for c in cols], dim=-1)
+    if length == 1:
+        values_t = values_t[0]
+    return CoordinateTargets(torch.tensor(index), torch.tensor(weights, dtype=torch.float64), values_t)
+
+
+def _free_and_bounds(sk: SkeletonLike) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    locked = sk.coordinate_locked.bool().cpu()
+    dependent = sk.coordinate_dependent.bool().cpu()
+    free = torch.nonzero(~locked & ~dependent).flatten()
+    ranges = sk.coordinate_ranges.detach().cpu().double()
+    clamped = sk.coordinate_clamped.bool().cpu()
+    inf = torch.tensor(float("inf"), dtype=torch.float64)
+    lower = torch.where(clamped, ranges[:, 0], -inf)[free]
+    upper = torch.where(clamped, ranges[:, 1], inf)[free]
+    return free, lower, upper
+
+
+def _build_problem(
+    sk: SkeletonLike, markers: torch.Tensor, weights: torch.Tensor, targets: CoordinateTargets | None
+) -> _Problem:
+    t = markers.shape[0]
+    present = ~torch.isnan(markers).any(dim=-1)
+    sqrt_w = torch.sqrt(weights.clamp_min(0.0))[None].expand(t, -1) * present
+    free, lower, upper = _free_and_bounds(sk)
+    if targets is None or targets.index.numel() == 0:
+        k_index = torch.zeros(0, dtype=torch.long)
+        k_w = torch.zeros(0, dtype=torch.float64)
+        k_values = torch.zeros(t, 0, dtype=torch.float64)
+    else:
+        k_index, k_w = targets.index, torch.sqrt(targets.weights)
+        k_values = targets.values.expand(t, -1) if targets.values.ndim == 1 else targets.values
+    return _Problem(
+        markers=torch.nan_to_num(markers, nan=0.0), sqrt_w=sqrt_w, task_index=k_index,
+        task_sqrt_w=k_w, task_values=k_values, free=free, lower=lower, upper=upper,
+    )
+
+
+def _solve_chunk(
+    sk: SkeletonLike, q0: torch.Tensor, problem: _Problem, config: RefineConfig
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Returns q (B, n) with free coordinates optimised, iterations (B,), converged (B,)."""
+    jacobian = JACOBIANS[config.jacobian]
+    b = q0.shape[0]
+    q_base = q0.clone()
+    x = torch.clamp(q0[:, problem.free], problem.lower, problem.upper)
+    iterations = torch.zeros(b, dtype=torch.long)
+    converged = torch.zeros(b, dtype=torch.bool)
+    damping = torch.full((b,), config.initial_damping, dtype=torch.float64)
+    r, jac = jacobian(sk, q_base, x, problem, config.fd_step)
+    cost = (r * r).sum(dim=1)
+    active = torch.arange(b)
+    for _ in range(config.max_iters):
+        if active.numel() == 0:
+            break
+        sub = problem.take(active)
+        trial = _lm_step(r[active], jac[active], x[active], damping[active], sub)
+        r_t, jac_t = jacobian(sk, q_base[active], trial, sub, config.fd_step)
+        cost_t = (r_t * r_t).sum(dim=1)
+        accept = cost_t <= cost[active]
+        step = (trial - x[active]).abs().amax(dim=1)
+        acc_rows = active[accept]
+        x[acc_rows], r[acc_rows], jac[acc_rows], cost[acc_rows] = (
+            trial[accept], r_t[accept], jac_t[accept], cost_t[accept]
+        )
+        damping[active] = torch.where(accept, damping[active] * config.damping_down, damping[active] * config.damping_up)
+        iterations[active] += 1
+        done = (accept & (step < config.tol)) | (damping[active] > config.max_damping)
+        converged[active[done]] = True
+        active = active[~done]
+    return _with_free(q_base, problem.free, x), iterations, converged
+
+
+def _marker_errors(
+    sk: SkeletonLike, q: torch.Tensor, markers: torch.Tensor, weights: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """OpenSim's report over weighted, present markers: total squared (m^2), RMS (m), max (m); and q_full."""
+    out = sk.forward(q)
+    used = (~torch.isnan(markers).any(dim=-1)) & (weights > 0)[None]
+    dist = torch.linalg.norm(out.markers - torch.nan_to_num(markers), dim=-1) * used
+    count = used.sum(dim=1)
+    total = (dist * dist).sum(dim=1)
+    nan = torch.tensor(float("nan"), dtype=total.dtype)
+    total = torch.where(count > 0, total, nan)
+    rms = torch.sqrt(total / count.clamp_min(1))
+    mx = torch.where(count > 0, dist.amax(dim=1), nan)
+    return total, rms, mx, out.q_full
+
+
+def refine(
+    sk: SkeletonLike,
+    markers: torch.Tensor | np.ndarray,
+    weights: torch.Tensor | np.ndarray,
+    q0: torch.Tensor | np.ndarray,
+    *,
+    coordinate_tasks: CoordinateTargets | None = None,
+    max_iters: int | None = None,
+    tol: float | None = None,
+    config: RefineConfig = RefineConfig(),
+) -> RefineResult:
+    """Minimise OpenSim's IK objective for every frame, all frames batched.
+
+    Args:
+        sk: the Skeleton (float64 recommended: the tolerances are micrometres).
+        markers: (T, M, 3) metres in ground, columns in ``sk.marker_names`` order, NaN = absent
+            (see :func:`align_markers`).
+        weights: (M,) marker weights; 0 drops a marker.
+        q0: (T, n) starting coordinates (rad / m), e.g. NeurIK's answer or the default pose.
+            Locked coordinates are reset to their defaults, as OpenSim holds them.
+        coordinate_tasks: optional coordinate targets (see :func:`coordinate_targets`).
+        max_iters, tol: override ``config``.
+    """
+    config = dataclasses.replace(
+        config,
+        max_iters=config.max_iters if max_iters is None else max_iters,
+        tol=config.tol if tol is None else tol,
+    )
+    if config.jacobian not in JACOBIANS:
+        raise InputError(f"unknown jacobian {config.jacobian!r}; choose one of {sorted(JACOBIANS)}")
+    markers_t = torch.as_tensor(markers, dtype=torch.float64)
+    weights_t = torch.as_tensor(weights, dtype=torch.float64)
+    q0_t = torch.as_tensor(q0, dtype=torch.float64).clone()
+    _check_shapes(sk, markers_t, weights_t, q0_t)
+    locked = sk.coordinate_locked.bool().cpu()
+    q0_t[:, locked] = sk.coordinate_defaults.detach().cpu().double()[locked]
+    problem = _build_problem(sk, markers_t, weights_t, coordinate_tasks)
+    pieces = []
+    with torch.no_grad():
+        for start in range(0, markers_t.shape[0], config.chunk_frames):
+            rows = torch.arange(start, min(start + config.chunk_frames, markers_t.shape[0]))
+            pieces.append(_solve_chunk(sk, q0_t[rows], problem.take(rows), config))
+    q = torch.cat([p[0] for p in pieces])
+    iterations = torch.cat([p[1] for p in pieces])
+    converged = torch.cat([p[2] for p in pieces])
+    with torch.no_grad():
+        total, rms, mx, q_full = _marker_errors(sk, q, markers_t, weights_t)
+        r = _residual(sk, q, problem)
+    return RefineResult(
+        q=q_full.detach(), marker_sq_error_total=total, marker_rms=rms, marker_max=mx,
+        iterations=iterations, converged=converged, objective=(r * r).sum(dim=1),
+    )
+
+
+def _check_shapes(sk: SkeletonLike, markers: torch.Tensor, weights: torch.Tensor, q0: torch.Tensor) -> None:
+    m, n = len(sk.marker_names), len(sk.coordinate_names)
+    if markers.ndim != 3 or markers.shape[1:] != (m, 3):
+        raise InputError(f"markers must be (T, {m}, 3) in the skeleton's marker order, got {tuple(markers.shape)}")
+    if weights.shape != (m,):
+        raise InputError(f"marker weights must be ({m},), got {tuple(weights.shape)}")
+    if q0.shape != (markers.shape[0], n):
+        raise InputError(f"q0 must be ({markers.shape[0]}, {n}), got {tuple(q0.shape)}")
+
+
+def align_markers(
+    sk: SkeletonLike, names: Sequence[str], xyz: np.ndarray, weights: dict[str, float]
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Put trial markers into the skeleton's marker order.
+
+    Args:
+        names: the trial's M' marker names; xyz: (T, M', 3) metres, NaN = absent.
+        weights: ``{marker: weight}``; markers without a weight get 0 (ignored, as in OpenSim).
+    Returns:
+        xyz (T, M, 3) in ``sk.marker_names`` order (NaN for model markers absent from the trial),
+        weights (M,), and the weighted names that the model does not have (to warn about).
+    """
+    index = {n: i for i, n in enumerate(names)}
+    out = np.full((xyz.shape[0], len(sk.marker_names), 3), np.nan)
+    w = np.zeros(len(sk.marker_names))
+    for k, name in enumerate(sk.marker_names):
+        if name in index and weights.get(name, 0.0) > 0:
+            out[:, k] = xyz[:, index[name]]
+            w[k] = weights[name]
+    model = set(sk.marker_names)
+    unknown = [n for n in weights if n not in model and weights[n] > 0]
+    return out, w, unknown
