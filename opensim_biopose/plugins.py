@@ -1,11 +1,15 @@
-"""Plugin loading and the registries of detectors, body models, mesh backends and marker sets.
+"""Plugin loading and the registries of detectors, keypoint sources, body models, mesh
+backends and marker sets.
 
 Built-ins are plugins too (:data:`DEFAULT_PLUGINS`), loaded through the same hooks as
 third-party packages found through the ``opensim_biopose`` entry point group. A plugin
-that fails to import or raises while registering is reported by name and skipped; the
-run stops only when the thing asked for is the broken one.
+that fails to import, has a misspelt hook (``check_pending``), raises while registering,
+or registers a name already taken is reported by name in :attr:`Registry.failures` and
+skipped; the run stops only when the thing asked for is missing (the error then names the
+broken plugins).
 
-Set ``OPENSIM_BIOPOSE_BLOCK_PLUGINS=name1,name2`` to keep named plugins from loading.
+Set ``OPENSIM_BIOPOSE_BLOCK_PLUGINS=name1,name2`` (entry point or distribution names)
+to keep named plugins from loading.
 """
 from __future__ import annotations
 
@@ -13,134 +17,235 @@ import importlib
 import importlib.metadata
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pluggy
 
 from opensim_biopose import hookspecs
-from opensim_biopose.errors import BioPoseError, InputError
+from opensim_biopose.errors import InputError
 
 log = logging.getLogger(__name__)
 
 BLOCK_ENV = "OPENSIM_BIOPOSE_BLOCK_PLUGINS"
 
 # Modules inside this package that register built-ins. A module listed here may be
-# absent while its stage is not built yet; it is then skipped silently.
+# absent while its stage is not built yet; it is then skipped silently. Detectors and
+# keypoint sources are not here: they ship as separate packages under plugins/
+# (biopose-mediapipe, the default, and biopose-precomputed), found by entry point.
 DEFAULT_PLUGINS: tuple[str, ...] = (
-    "opensim_biopose.detect.builtin",
     "opensim_biopose.body.builtin",
     "opensim_biopose.mesh.builtin",
 )
 
-KINDS = ("detectors", "body_models", "mesh_backends", "marker_sets")
+# One registry table per registration hook: kind "detectors" <- hook "register_detectors".
+KINDS: tuple[str, ...] = ("detectors", "keypoint_sources", "body_models", "mesh_backends", "marker_sets")
+
+ORIGIN_BUILTIN = "builtin"
+ORIGIN_ENTRY_POINT = "entry point"
+ORIGIN_LOCAL = "in-process"
 
 
 @dataclass(frozen=True)
 class Registration:
-    """One registered thing: its name, factory, and where it came from."""
+    """One registered thing: its name, factory, and where it came from.
+
+    ``plugin`` is the plugin's name (module, entry point or object name), ``version`` the
+    version of the distribution that provides it, ``origin`` one of ``builtin``,
+    ``entry point`` or ``in-process``.
+    """
 
     kind: str
     name: str
     factory: Callable[..., Any]
     plugin: str
     version: str
+    origin: str = ORIGIN_BUILTIN
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """A loaded plugin: name, version, origin (``builtin``/``entry point``/``in-process``)."""
+
+    name: str
+    version: str
+    origin: str
 
 
 @dataclass
 class Registry:
-    """Everything the loaded plugins registered, plus the plugins that failed."""
+    """Everything the loaded plugins registered, plus the plugins that failed.
+
+    ``entries[kind][name]`` -> :class:`Registration`; ``failures[plugin]`` -> reason;
+    ``plugins`` lists the plugins that loaded, in load order.
+    """
 
     entries: dict[str, dict[str, Registration]] = field(default_factory=lambda: {k: {} for k in KINDS})
     failures: dict[str, str] = field(default_factory=dict)
+    plugins: list[PluginInfo] = field(default_factory=list)
+
+    def names(self, kind: str) -> list[str]:
+        """Sorted names registered under ``kind``."""
+        return sorted(self.entries[kind])
 
     def get(self, kind: str, name: str) -> Registration:
-        """The registration ``name`` of ``kind``; a clear error listing the alternatives if absent."""
+        """The registration ``name`` of ``kind``; an InputError listing the alternatives if absent."""
         table = self.entries[kind]
         if name in table:
             return table[name]
-        broken = [p for p in self.failures if name in p]
-        hint = f" (plugin {broken[0]!r} failed to load: {self.failures[broken[0]]})" if broken else ""
-        available = ", ".join(sorted(table)) or "none"
-        raise InputError(f"unknown {kind[:-1].replace('_', ' ')} {name!r}{hint}; available: {available}")
+        raise InputError(f"unknown {kind[:-1].replace('_', ' ')} {name!r}; available: "
+                         f"{', '.join(sorted(table)) or 'none'}{self.failure_hint()}")
 
     def create(self, kind: str, name: str, **options: Any) -> Any:
         """Instantiate ``name`` of ``kind`` with ``options``."""
         return self.get(kind, name).factory(**options)
+
+    def failure_hint(self) -> str:
+        """A sentence naming the plugins that failed to load, or ''."""
+        if not self.failures:
+            return ""
+        listed = "; ".join(f"{p}: {why}" for p, why in sorted(self.failures.items()))
+        return f" (plugins that failed to load: {listed})"
+
+
+@dataclass(frozen=True)
+class _Source:
+    """A plugin waiting to be loaded."""
+
+    name: str
+    version: str
+    origin: str
+    load: Callable[[], object]
+    aliases: tuple[str, ...] = ()   # other names that block it (e.g. its distribution)
 
 
 def _blocked() -> set[str]:
     return {n.strip() for n in os.environ.get(BLOCK_ENV, "").split(",") if n.strip()}
 
 
-def _make_register(registry: Registry, kind: str, plugin: str, version: str) -> Callable[..., None]:
+def _builtin_sources() -> Iterator[_Source]:
+    from opensim_biopose import __version__
+
+    for modname in DEFAULT_PLUGINS:
+        yield _Source(modname, __version__, ORIGIN_BUILTIN, lambda m=modname: importlib.import_module(m))
+
+
+def _entry_point_sources() -> Iterator[_Source]:
+    seen: set[tuple[str, str]] = set()   # a dist on sys.path twice lists its entry points twice
+    for ep in importlib.metadata.entry_points(group=hookspecs.PROJECT):
+        if (ep.name, ep.value) in seen:
+            continue
+        seen.add((ep.name, ep.value))
+        dist = ep.dist
+        version = dist.version if dist is not None else "?"
+        aliases = (dist.metadata["Name"],) if dist is not None else ()
+        yield _Source(ep.name, version, ORIGIN_ENTRY_POINT, ep.load, aliases)
+
+
+def _local_sources(extra_plugins: tuple[object, ...]) -> Iterator[_Source]:
+    for i, obj in enumerate(extra_plugins):
+        name = getattr(obj, "__name__", None) or f"{type(obj).__name__}{i}"
+        yield _Source(name, getattr(obj, "__version__", "local"), ORIGIN_LOCAL, lambda o=obj: o)
+
+
+def _load(source: _Source, registry: Registry) -> object | None:
+    """Import one plugin; record a failure and return None if it cannot be imported."""
+    try:
+        return source.load()
+    except ModuleNotFoundError as exc:
+        if source.origin == ORIGIN_BUILTIN and exc.name == source.name:
+            return None  # built-in stage not present in this build
+        _fail(registry, source.name, f"cannot import: {type(exc).__name__}: {exc}")
+    except Exception as exc:  # a broken third-party plugin must not take the run down
+        _fail(registry, source.name, f"cannot import: {type(exc).__name__}: {exc}")
+    return None
+
+
+def _fail(registry: Registry, plugin: str, reason: str) -> None:
+    registry.failures.setdefault(plugin, reason)
+    log.warning("plugin %s skipped: %s", plugin, reason)
+
+
+def _add_plugin(pm: pluggy.PluginManager, registry: Registry, source: _Source, plugin: object) -> bool:
+    """Register ``plugin`` with pluggy; reject it (and record why) if its hooks are misspelt."""
+    try:
+        pm.register(plugin, name=source.name)
+    except Exception as exc:  # ValueError: registered twice; PluginValidationError: bad signature
+        _fail(registry, source.name, f"cannot register: {exc}")
+        return False
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        pm.unregister(name=source.name)
+        _fail(registry, source.name, f"unknown hook (misspelt?): {exc}")
+        return False
+    registry.plugins.append(PluginInfo(source.name, source.version, source.origin))
+    return True
+
+
+def _make_register(registry: Registry, kind: str, info: PluginInfo) -> Callable[..., None]:
+    """The ``register`` callback handed to one plugin's ``register_<kind>`` hook.
+
+    This is the one place where duplicate names are rejected (across detectors and
+    keypoint sources too, since ``--detector`` picks from both).
+    """
+    shared = ("detectors", "keypoint_sources") if kind in ("detectors", "keypoint_sources") else (kind,)
+
     def register(name: str, factory: Callable[..., Any]) -> None:
-        table = registry.entries[kind]
-        if name in table:
-            other = table[name].plugin
-            raise BioPoseError(f"{kind[:-1]} {name!r} registered twice: by {other!r} and by {plugin!r}")
-        table[name] = Registration(kind, name, factory, plugin, version)
+        if not isinstance(name, str) or not name or not callable(factory):
+            raise TypeError(f"register(name, factory) needs a non-empty str and a callable, "
+                            f"got {name!r}, {factory!r}")
+        for other_kind in shared:
+            taken = registry.entries[other_kind].get(name)
+            if taken is not None:
+                raise _DuplicateName(f"{kind[:-1].replace('_', ' ')} {name!r} is already registered "
+                                     f"by plugin {taken.plugin!r}")
+        registry.entries[kind][name] = Registration(kind, name, factory, info.name, info.version, info.origin)
 
     return register
+
+
+class _DuplicateName(Exception):
+    pass
+
+
+def _call_registrations(pm: pluggy.PluginManager, registry: Registry) -> None:
+    """Call every ``register_<kind>`` implementation once, attributing failures to its plugin."""
+    infos = {p.name: p for p in registry.plugins}
+    for kind in KINDS:
+        hook = getattr(pm.hook, f"register_{kind}")
+        # pluggy lists implementations last-registered first; call in load order instead
+        for impl in reversed(hook.get_hookimpls()):
+            info = infos[impl.plugin_name]
+            try:
+                impl.function(register=_make_register(registry, kind, info))
+            except Exception as exc:
+                _fail(registry, info.name, f"register_{kind} raised {type(exc).__name__}: {exc}")
 
 
 def build_plugin_manager(extra_plugins: tuple[object, ...] = ()) -> tuple[pluggy.PluginManager, Registry]:
     """Load built-ins, entry-point plugins and ``extra_plugins``; return the manager and registry.
 
-    A plugin that cannot be imported or whose hooks raise is recorded in
-    ``registry.failures`` (name -> reason) and logged once; the others still load.
+    Plugins named in ``$OPENSIM_BIOPOSE_BLOCK_PLUGINS`` are not loaded. A plugin that
+    cannot be imported, whose hooks are misspelt or raise, or that registers a taken name
+    is recorded in ``registry.failures`` (plugin name -> reason) and logged once; the
+    others still load.
     """
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
     registry = Registry()
     blocked = _blocked()
-    from opensim_biopose import __version__
-
-    sources: list[tuple[str, str, Callable[[], object]]] = []
-    for modname in DEFAULT_PLUGINS:
-        sources.append((modname, __version__, lambda m=modname: importlib.import_module(m)))
-    for ep in importlib.metadata.entry_points(group=hookspecs.PROJECT):
-        version = ep.dist.version if ep.dist else "?"
-        sources.append((ep.name, version, ep.load))
-    for i, obj in enumerate(extra_plugins):
-        sources.append((getattr(obj, "__name__", f"extra{i}"), "local", lambda o=obj: o))
-
-    for name, version, load in sources:
-        if name in blocked:
-            log.info("plugin %s blocked by %s", name, BLOCK_ENV)
+    sources = [*_builtin_sources(), *_entry_point_sources(), *_local_sources(extra_plugins)]
+    for source in sources:
+        if blocked & {source.name, *source.aliases}:
+            log.info("plugin %s blocked by %s", source.name, BLOCK_ENV)
             continue
-        try:
-            plugin = load()
-        except ModuleNotFoundError as exc:
-            if name in DEFAULT_PLUGINS and exc.name == name:
-                continue  # built-in stage not present in this build
-            registry.failures[name] = f"{type(exc).__name__}: {exc}"
-            log.warning("plugin %s failed to import: %s", name, exc)
-            continue
-        except Exception as exc:  # a broken third-party plugin must not take the run down
-            registry.failures[name] = f"{type(exc).__name__}: {exc}"
-            log.warning("plugin %s failed to import: %s", name, exc)
-            continue
-        pm.register(plugin, name=name)
-        _call_registrations(pm, registry, plugin, name, version)
-    pm.check_pending()
+        plugin = _load(source, registry)
+        if plugin is not None:
+            _add_plugin(pm, registry, source, plugin)
+    _call_registrations(pm, registry)
     return pm, registry
-
-
-def _call_registrations(pm: pluggy.PluginManager, registry: Registry, plugin: object, name: str,
-                        version: str) -> None:
-    for kind in KINDS:
-        hook = getattr(plugin, f"register_{kind}", None)
-        if hook is None:
-            continue
-        try:
-            hook(register=_make_register(registry, kind, name, version))
-        except BioPoseError:
-            raise
-        except Exception as exc:
-            registry.failures[name] = f"{type(exc).__name__}: {exc}"
-            log.warning("plugin %s raised in register_%s: %s", name, kind, exc)
 
 
 _CACHE: tuple[pluggy.PluginManager, Registry] | None = None

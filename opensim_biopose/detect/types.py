@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -28,6 +29,10 @@ class KeypointLayout:
 
     def index(self, name: str) -> int:
         return self.keypoint_names.index(name)
+
+    def indices(self, names: tuple[str, ...] | list[str]) -> list[int]:
+        """Indices of ``names`` that this layout has (names it lacks are skipped)."""
+        return [self.keypoint_names.index(n) for n in names if n in self.keypoint_names]
 
 
 @dataclass(frozen=True)
@@ -66,10 +71,36 @@ class KeypointSequence:
     boxes: np.ndarray | None = None          # (T, 4) pixels, NaN where missing
     focal_length_px: float | None = None     # from metadata when known
     meta: dict[str, str] = field(default_factory=dict)
+    # (T, K) bool: True where post-processing filled a short dropout by interpolation.
+    # Longer dropouts stay NaN (confidence 0): ``np.isnan(xy[..., 0])`` flags them.
+    interpolated: np.ndarray | None = None
 
     @property
     def num_frames(self) -> int:
         return int(self.times.shape[0])
+
+    @property
+    def detection_rate(self) -> float:
+        """Fraction of frames in which the person was detected (0 for an empty video)."""
+        return float(self.detected.mean()) if self.num_frames else 0.0
+
+
+@dataclass
+class DetectionFrames:
+    """Everyone a detector or keypoint source found, frame by frame, before one person is chosen.
+
+    ``times``: (T,) seconds; ``people[t]``: the detections of frame t (empty list: nobody);
+    ``image_size``: (width, height) of the upright frames, pixels; ``fps``: nominal rate;
+    ``failed_frames``: indices of frames where the detector raised (treated as nobody).
+    """
+
+    layout: KeypointLayout
+    times: np.ndarray
+    people: list[list[FrameDetection]]
+    image_size: tuple[int, int]
+    fps: float
+    failed_frames: list[int] = field(default_factory=list)
+    meta: dict[str, str] = field(default_factory=dict)
 
 
 class Detector(abc.ABC):
@@ -81,8 +112,34 @@ class Detector(abc.ABC):
     def detect(self, frame_bgr: np.ndarray, time: float) -> FrameDetection | None:
         """Detect the person in one upright BGR uint8 frame (H, W, 3); None if nobody is found."""
 
+    def detect_people(self, frame_bgr: np.ndarray, time: float) -> list[FrameDetection]:
+        """Every person in the frame. Multi-person detectors override this; the default
+        wraps :meth:`detect`. The front end tracks people and picks one (``select_person``)."""
+        found = self.detect(frame_bgr, time)
+        return [] if found is None else [found]
+
     def reset(self) -> None:
         """Forget tracking state before a new video. Default: nothing to forget."""
 
     def close(self) -> None:
         """Release resources (model handles). Default: nothing to release."""
+
+
+class KeypointSource(abc.ABC):
+    """Keypoints computed elsewhere (another detector's files), read as one sequence.
+
+    Registered through ``register_keypoint_sources``; ``--detector NAME`` picks a source
+    exactly like a detector, and its output goes through the same person selection and
+    post-processing.
+    """
+
+    layout: KeypointLayout
+
+    @abc.abstractmethod
+    def read(self, path: Path) -> DetectionFrames:
+        """Read every person of every frame at ``path`` (a file or folder, per source).
+
+        Pixels in the upright image; raises :class:`opensim_biopose.errors.InputError`
+        naming ``path`` when it is missing or unusable. The front end then picks one
+        person and post-processes, exactly as for a video detector.
+        """
