@@ -1,0 +1,227 @@
+"""Anny (NAVER, Apache-2.0 code, CC0 assets) as a :class:`BodyModel`: the default body model.
+
+Frame: +X subject's left, -Y anterior, +Z up, metres (see :data:`ANNY_FRAME`). Pose joints are
+a subset of Anny's 104 bones; their rotation vectors are Anny's ``local-ref`` deltas (axes
+aligned with the model frame at rest, rotation about the bone head). Shape parameters are
+Anny's phenotypes in [0, 1]. Only the default topology is used: ``Anny(topology="smpl")``
+downloads non-commercial assets and is never called here.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from opensim_biopose.body.base import BodyModel, BodyOutput, PoseLimit, VertexRegressor, check_pose_shape
+from opensim_biopose.body.frames import ANNY_FRAME
+from opensim_biopose.body.rotations import axis_angle_to_matrix
+from opensim_biopose.errors import InputError
+
+log = logging.getLogger(__name__)
+
+# Bones driven by the pose vector, in pose order. The other bones (twist bones, fingers,
+# toes, face) stay at rest: a monocular body-keypoint detector cannot see them.
+POSE_BONES: tuple[str, ...] = (
+    "spine04", "spine02", "neck01", "head",
+    "upperarm01.L", "lowerarm01.L", "wrist.L",
+    "upperarm01.R", "lowerarm01.R", "wrist.R",
+    "upperleg01.L", "lowerleg01.L", "foot.L",
+    "upperleg01.R", "lowerleg01.R", "foot.R",
+)
+
+# Soft limits (degrees) about the rest-aligned axes X (lateral: flexion/extension),
+# Y (antero-posterior: ab/adduction, mirrored L/R, hence symmetric), Z (axial).
+# A negative X rotation swings a downward segment forwards: hip flexion < 0, knee flexion > 0,
+# ankle dorsiflexion < 0. Deliberately generous: they only keep fits out of impossible minima.
+_LIMITS: dict[str, PoseLimit] = {
+    "spine04": PoseLimit((-45, -30, -35), (35, 30, 35)),
+    "spine02": PoseLimit((-45, -30, -35), (35, 30, 35)),
+    "neck01": PoseLimit((-50, -40, -60), (50, 40, 60)),
+    "head": PoseLimit((-50, -40, -60), (50, 40, 60)),
+    "upperleg": PoseLimit((-125, -50, -45), (35, 50, 45)),
+    "lowerleg": PoseLimit((-8, -12, -30), (150, 12, 30)),
+    "foot": PoseLimit((-35, -25, -30), (55, 25, 30)),
+    "upperarm": PoseLimit((-170, -120, -120), (90, 120, 120)),
+    "lowerarm": PoseLimit((-150, -100, -100), (60, 100, 100)),
+    "wrist": PoseLimit((-80, -80, -80), (80, 80, 80)),
+}
+
+# Relative stiffness of the L2 pose prior: the trunk and the distal segments move less than
+# the limbs' proximal joints, and the detector sees them worst.
+_PRIOR_WEIGHTS: dict[str, float] = {
+    "spine04": 3.0, "spine02": 3.0, "neck01": 2.0, "head": 2.0, "wrist": 2.0, "foot": 2.0,
+}
+
+# Phenotypes in the order Anny exposes them, with sensible ranges. ``height`` stays in
+# 0.25-0.75: beyond it the rig's knee drifts up to ~6 cm against the skin (DESIGN.md).
+_SHAPE_BOUNDS: dict[str, tuple[float, float]] = {
+    "gender": (0.0, 1.0), "age": (0.3, 1.0), "muscle": (0.0, 1.0),
+    "weight": (0.0, 1.0), "height": (0.25, 0.75), "proportions": (0.0, 1.0),
+}
+
+KEYPOINT_FILE = "anny_keypoints.json"
+
+
+def _bone_kind(bone: str) -> str:
+    return bone.split(".")[0].rstrip("0123456789") if "." in bone else bone
+
+
+@functools.lru_cache(maxsize=2)
+def load_anny(dtype: torch.dtype = torch.float32):
+    """The ``anny.Anny()`` module in ``dtype``, built once per process.
+
+    The first call on a machine builds Anny's ~790 MB cache (35-77 s); a message says so.
+    """
+    try:
+        import anny
+        from anny.models.model_data import CURRENT_DATA_VERSION
+        from anny.paths import get_anny_cache_path
+    except ImportError as exc:
+        raise InputError(
+            "body model 'anny' needs the anny package: pip install 'opensim-biopose[anny]' (anny==0.6.2)"
+        ) from exc
+    cache = Path(get_anny_cache_path()) / f"v{CURRENT_DATA_VERSION}"
+    if not any(cache.glob("build_compact_model_data_*.safetensors")):
+        print(f"opensim-biopose: building the Anny body model cache in {cache.parent} "
+              "(once per machine, ~1 min, ~790 MB; set ANNY_CACHE_DIR to move it)...",
+              file=sys.stderr, flush=True)
+    model = anny.Anny().to(dtype)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+@dataclass(frozen=True)
+class AnnyConfig:
+    """Options of the Anny body model."""
+
+    # float32 halves memory and time against Anny's float64 default; fits need no more.
+    dtype: torch.dtype = torch.float32
+
+
+class AnnyBody(BodyModel):
+    """Anny full-body model (13,718 vertices, 104 bones), pose joints :data:`POSE_BONES`."""
+
+    name = "anny"
+    frame = ANNY_FRAME
+
+    def __init__(self, config: AnnyConfig = AnnyConfig()) -> None:
+        self.config = config
+        self._anny = load_anny(config.dtype)
+        labels = list(self._anny.bone_labels)
+        self._bone_index = torch.tensor([labels.index(b) for b in POSE_BONES], dtype=torch.long)
+        self._num_bones = len(labels)
+        self._faces = self._anny.get_triangular_faces().to(torch.long)
+        self._regressors: dict[str, VertexRegressor] = {}
+
+    @property
+    def pose_joint_names(self) -> tuple[str, ...]:
+        return POSE_BONES
+
+    @property
+    def shape_names(self) -> tuple[str, ...]:
+        return tuple(self._anny.phenotype_labels)
+
+    @property
+    def neutral_shape(self) -> torch.Tensor:
+        return torch.full((len(self.shape_names),), 0.5)
+
+    @property
+    def shape_bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
+        bounds = [_SHAPE_BOUNDS.get(n, (0.0, 1.0)) for n in self.shape_names]
+        return torch.tensor([b[0] for b in bounds]), torch.tensor([b[1] for b in bounds])
+
+    @property
+    def faces(self) -> torch.Tensor:
+        return self._faces
+
+    @property
+    def num_vertices(self) -> int:
+        return int(self._anny.template_vertices.shape[0])
+
+    def pose_limits(self) -> dict[str, PoseLimit]:
+        return {b: _LIMITS[_bone_kind(b)] for b in POSE_BONES if _bone_kind(b) in _LIMITS}
+
+    def pose_prior_weights(self) -> torch.Tensor:
+        return torch.tensor([_PRIOR_WEIGHTS.get(_bone_kind(b), 1.0) for b in POSE_BONES])
+
+    def forward(self, pose: torch.Tensor, shape: torch.Tensor,
+                transl: torch.Tensor | None = None) -> BodyOutput:
+        """(B, P, 3) rad, (1|B, 6) phenotypes, (B, 3) m -> vertices (B, 13718, 3), joints (B, 104, 3)."""
+        batch = check_pose_shape(self, pose, shape)
+        dtype = self.config.dtype
+        rot = axis_angle_to_matrix(pose.to(dtype))                        # (B, P, 3, 3)
+        deltas = torch.eye(4, dtype=dtype).repeat(batch, self._num_bones, 1, 1)
+        deltas = _scatter_rotations(deltas, self._bone_index, rot)
+        out = self._anny(deltas, shape.to(dtype))
+        vertices = out["vertices"]
+        joints = out["bone_poses"][..., :3, 3]
+        if vertices.shape[0] != batch:
+            vertices = vertices.expand(batch, -1, -1)
+            joints = joints.expand(batch, -1, -1)
+        if transl is not None:
+            vertices = vertices + transl.to(dtype)[:, None, :]
+            joints = joints + transl.to(dtype)[:, None, :]
+        return BodyOutput(vertices=vertices, joints=joints)
+
+    @property
+    def keypoint_layouts(self) -> tuple[str, ...]:
+        return tuple(_keypoint_doc()["layouts"])
+
+    def keypoint_regressor(self, layout: str) -> VertexRegressor:
+        if layout not in self._regressors:
+            self._regressors[layout] = self._build_regressor(layout)
+        return self._regressors[layout]
+
+    def _build_regressor(self, layout: str) -> VertexRegressor:
+        layouts = _keypoint_doc()["layouts"]
+        if layout not in layouts:
+            raise InputError(
+                f"body model 'anny' has no keypoint correspondences for layout {layout!r} "
+                f"(it has: {', '.join(layouts)}); add a '{layout}' table mapping each keypoint name "
+                f"to Anny vertices to opensim_biopose/body/data/{KEYPOINT_FILE}"
+            )
+        coco = _anny_coco_rows(self._anny)
+        rows: dict[str, tuple[list[int], list[float]]] = {}
+        for name, entry in layouts[layout].items():
+            rows[name] = coco[entry["anny_coco"]] if "anny_coco" in entry else (entry["vertices"], entry["weights"])
+        regressor = VertexRegressor.from_rows(rows)
+        regressor.check_vertex_count(self.num_vertices, f"{KEYPOINT_FILE} layout {layout}")
+        return regressor
+
+
+def _scatter_rotations(deltas: torch.Tensor, bones: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
+    """Write (B, P, 3, 3) rotations into the top-left blocks of (B, N, 4, 4) identity deltas."""
+    deltas[:, bones, :3, :3] = rot
+    return deltas
+
+
+@functools.lru_cache(maxsize=1)
+def _keypoint_doc() -> dict:
+    text = resources.files("opensim_biopose.body").joinpath("data", KEYPOINT_FILE).read_text()
+    return json.loads(text)
+
+
+def _anny_coco_rows(model) -> dict[str, tuple[list[int], list[float]]]:
+    """Anny's shipped COCO regressor as sparse rows ``{label: (vertex indices, weights)}``."""
+    import anny
+
+    reg = anny.KeypointsRegressor.coco(model)
+    rows = {}
+    for label, weights in zip(reg.labels, reg.regression_weights):
+        nz = torch.nonzero(weights > 1e-6).flatten()
+        w = weights[nz]
+        rows[label] = (nz.tolist(), (w / w.sum()).tolist())
+    return rows
+
+
+def build_anny(**options: object) -> AnnyBody:
+    """Factory registered as body model ``"anny"``."""
+    return AnnyBody(AnnyConfig(**options))  # type: ignore[arg-type]
