@@ -3,7 +3,7 @@
 The same anatomical point has the same snake_case name in every layout ("left_hip",
 "right_ankle", ...), so later stages match keypoints by name, never by index. "left" is
 the subject's left. Orders follow each detector's published output order (MediaPipe Pose
-landmark enum; COCO 2017 person keypoints; OpenPose BODY_25 output format).
+landmark enum; COCO 2017 person keypoints; OpenPose BODY_25 output format; HALPE 26).
 """
 from __future__ import annotations
 
@@ -44,7 +44,14 @@ OPENPOSE_BODY25 = KeypointLayout(
     ),
 )
 
-LAYOUTS: dict[str, KeypointLayout] = {l.name: l for l in (BLAZEPOSE33, COCO17, OPENPOSE_BODY25)}
+# HALPE 26 (COCO 17 + head, neck, mid-hip, toes, heels): RTMPose/Pose2Sim/Sports2D default.
+HALPE26 = KeypointLayout(
+    name="halpe26",
+    keypoint_names=(*COCO17.keypoint_names, "head", "neck", "mid_hip", "left_big_toe", "right_big_toe",
+                    "left_small_toe", "right_small_toe", "left_heel", "right_heel"),
+)
+
+LAYOUTS: dict[str, KeypointLayout] = {l.name: l for l in (BLAZEPOSE33, COCO17, OPENPOSE_BODY25, HALPE26)}
 
 # Points to draw as a stick figure (overlay) when both ends exist in a layout.
 SKELETON_EDGES: tuple[tuple[str, str], ...] = (

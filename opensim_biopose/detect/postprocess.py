@@ -70,7 +70,9 @@ class Track:
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """Intersection over union of two x0, y0, x1, y1 boxes (0 when either is degenerate)."""
+    """Intersection over union of two x0, y0, x1, y1 boxes (0 when either is degenerate or NaN)."""
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        return 0.0
     iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     inter = iw * ih
@@ -82,9 +84,12 @@ def link_tracks(people: list[list[FrameDetection]], iou_threshold: float = 0.3,
                 max_missing: int = 30) -> list[Track]:
     """Greedily link per-frame detections into tracks by IoU with each track's last box.
 
-    A track not seen for more than ``max_missing`` frames is closed.
+    A track not seen for more than ``max_missing`` frames is closed. When no frame holds
+    more than one person (single-person detectors) everything is one track.
     """
     num_frames = len(people)
+    if max((len(f) for f in people), default=0) <= 1:
+        return [Track([f[0] if f else None for f in people])] if any(people) else []
     tracks: list[Track] = []
     last_seen: list[int] = []
     for t, found in enumerate(people):
