@@ -221,3 +221,51 @@ def angle_difference_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """|a - b| in degrees for radians inputs, wrapped to [0, 180]."""
     d = np.abs(np.asarray(a) - np.asarray(b)) % (2 * math.pi)
     return np.rad2deg(np.minimum(d, 2 * math.pi - d))
+
+
+# The 12 rotational degrees of freedom OpenCap reports accuracy on (Uhlrich et al. 2023,
+# PLoS Comput Biol, "OpenCap"): bilateral ones are averaged over the _r and _l sides.
+OPENCAP_DOFS: tuple[str, ...] = (
+    "pelvis_tilt", "pelvis_list", "pelvis_rotation",
+    "hip_flexion", "hip_adduction", "hip_rotation",
+    "knee_angle", "ankle_angle", "subtalar_angle",
+    "lumbar_extension", "lumbar_bending", "lumbar_rotation",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class DofComparison:
+    """Mean absolute difference per DoF in degrees (L/R averaged); absent DoFs are left out."""
+
+    per_dof_deg: dict[str, float]
+
+    @property
+    def mean_deg(self) -> float:
+        return float(np.mean(list(self.per_dof_deg.values()))) if self.per_dof_deg else math.nan
+
+
+def compare_dofs(
+    ours: CoordinateData, reference: CoordinateData, dofs: Sequence[str] = OPENCAP_DOFS
+) -> DofComparison:
+    """Per-DoF mean |ours - reference| in degrees over the reference's frames.
+
+    Both hold radians (internal units); ``ours`` is matched to the reference's times (nearest
+    frame within 1 ms). A DoF named ``x`` is the coordinate ``x`` or the pair ``x_r``/``x_l``.
+    """
+    rows = _matching_rows(ours.times, reference.times)
+    per_dof: dict[str, float] = {}
+    for dof in dofs:
+        names = [dof] if dof in reference.names else [f"{dof}_{s}" for s in ("r", "l")]
+        names = [n for n in names if n in reference.names and n in ours.names]
+        if not names:
+            continue
+        diffs = [angle_difference_deg(ours.column(n)[rows], reference.column(n)).mean() for n in names]
+        per_dof[dof] = float(np.mean(diffs))
+    return DofComparison(per_dof)
+
+
+def _matching_rows(times: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    rows = np.clip(np.searchsorted(times, wanted - 1e-3), 0, len(times) - 1)
+    if np.abs(times[rows] - wanted).max() > 1e-3:
+        raise InputError("the two motions do not share frame times (within 1 ms)")
+    return rows
