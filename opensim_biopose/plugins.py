@@ -215,8 +215,8 @@ def _call_registrations(pm: pluggy.PluginManager, registry: Registry) -> None:
     infos = {p.name: p for p in registry.plugins}
     for kind in KINDS:
         hook = getattr(pm.hook, f"register_{kind}")
-        # pluggy lists implementations last-registered first; call in load order instead
-        for impl in reversed(hook.get_hookimpls()):
+        # get_hookimpls() is in registration (= load) order, so built-ins claim names first
+        for impl in hook.get_hookimpls():
             info = infos[impl.plugin_name]
             try:
                 impl.function(register=_make_register(registry, kind, info))

@@ -1,4 +1,4 @@
-"""``opensim-biopose plugins``: what detectors, body models, mesh backends and marker sets are registered."""
+"""``opensim-biopose plugins``: what is registered, by which plugin, version and origin."""
 from __future__ import annotations
 
 import argparse
@@ -6,7 +6,7 @@ import argparse
 from opensim_biopose.plugins import KINDS, get_registry
 
 NAME = "plugins"
-HELP = "list registered detectors, body models, mesh backends and marker sets"
+HELP = "list registered detectors, keypoint sources, body models, mesh backends and marker sets"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
         if not table:
             print("  (none)")
         for name, reg in sorted(table.items()):
-            print(f"  {name:<20} {reg.plugin} {reg.version}")
+            print(f"  {name:<20} plugin {reg.plugin} {reg.version} ({reg.origin})")
     for name, reason in sorted(registry.failures.items()):
         print(f"failed plugin: {name}: {reason}")
     return 0

@@ -70,14 +70,16 @@ class VideoReader:
 
     ``max_side``: shrink frames so their longer side is at most this many pixels (None:
     full resolution); ``max_frames``: stop after this many frames; ``progress``: show a
-    tqdm progress bar. Use as a context manager or call :meth:`close`.
+    tqdm progress bar; ``backend_rotation``: let OpenCV apply rotation metadata (False:
+    rotate with :func:`cv2.rotate` here, as on backends without orientation support).
+    Use as a context manager or call :meth:`close`.
 
     Raises :class:`InputError` naming the file when it is missing, empty, not a video
     OpenCV can open, or has no decodable frame.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, max_side: int | None = None,
-                 max_frames: int | None = None, progress: bool = False) -> None:
+                 max_frames: int | None = None, progress: bool = False, backend_rotation: bool = True) -> None:
         self.path = Path(path)
         _check_file(self.path)
         self._max_side = max_side
@@ -87,14 +89,14 @@ class VideoReader:
         if not self._cap.isOpened():
             raise InputError(f"video {self.path} cannot be opened: not a video OpenCV can decode "
                              "(corrupt or unsupported codec); convert it to H.264 mp4")
-        self._manual_rotation = self._setup_rotation()
+        self._manual_rotation = self._setup_rotation(backend_rotation)
         self.info = self._read_info()
 
-    def _setup_rotation(self) -> int:
+    def _setup_rotation(self, backend: bool) -> int:
         """Ask OpenCV to apply rotation metadata; return the degrees we must rotate ourselves."""
         rotation = int(round(self._cap.get(cv2.CAP_PROP_ORIENTATION_META))) % 360
-        self._cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1)
-        auto = self._cap.get(cv2.CAP_PROP_ORIENTATION_AUTO) == 1
+        self._cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1 if backend else 0)
+        auto = backend and self._cap.get(cv2.CAP_PROP_ORIENTATION_AUTO) == 1
         self._rotation = rotation
         return 0 if auto else rotation
 
