@@ -23,6 +23,7 @@ SUBCOMMANDS: tuple[str, ...] = (
     "opensim_biopose.cli.train_cmd",
     "opensim_biopose.cli.detect_cmd",
     "opensim_biopose.cli.run_cmd",
+    "opensim_biopose.cli.demo_cmd",
 )
 
 EXIT_OK = 0
