@@ -1,0 +1,72 @@
+"""``opensim-biopose train-neurik``: train NeurIK weights for a model and marker set."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from opensim_biopose.errors import InputError
+
+NAME = "train-neurik"
+HELP = "train NeurIK (neural IK) weights for an OpenSim model and marker set"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="OpenSim model (.osim) with markers")
+    src = parser.add_mutually_exclusive_group()
+    src.add_argument("--setup", help="IK setup (.xml): its applied IKMarkerTasks give markers and weights")
+    src.add_argument("--markers", help="comma-separated marker names (weight 1 each); default: all model markers")
+    parser.add_argument("--marker-file", help="OpenSim MarkerSet .xml added to the model")
+    parser.add_argument("--out", required=True, help="checkpoint to write (.safetensors)")
+    parser.add_argument("--steps", type=int, default=None, help="training steps (default: TrainConfig.steps)")
+    parser.add_argument("--minutes", type=float, default=None, help="stop after this many minutes of training")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (same seed and steps: same weights)")
+    parser.add_argument("--batch", type=int, default=None, help="windows per step")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    parser.add_argument("--subject-scaled", action="store_true",
+                        help="the model is already scaled to the subject: sample only small scale changes")
+    parser.add_argument("--resume", action="store_true", help="continue an existing --out checkpoint")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _markers(args: argparse.Namespace, sk) -> tuple[list[str], list[float]]:
+    if args.setup:
+        from opensim_biopose.io.ik_setup import read_ik_setup
+
+        weights = read_ik_setup(args.setup).marker_weights()
+        names = [m for m, w in weights.items() if w > 0 and m in sk.marker_names]
+        absent = [m for m in weights if m not in sk.marker_names]
+        if absent:
+            print(f"train-neurik: setup markers not in the model, skipped: {', '.join(absent)}")
+        return names, [weights[m] for m in names]
+    if args.markers:
+        names = [m.strip() for m in args.markers.split(",") if m.strip()]
+        return names, [1.0] * len(names)
+    return list(sk.marker_names), [1.0] * len(sk.marker_names)
+
+
+def run(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from opensim_biopose.kinematics import Skeleton
+    from opensim_biopose.neurik import SynthConfig, TrainConfig, train_neurik
+    from opensim_biopose.neurik.synth import SUBJECT_SCALED
+
+    out = Path(args.out)
+    if out.exists() and not args.resume:
+        raise InputError(f"{out} exists; pass --resume to continue training it or choose another --out")
+    if not Path(args.model).is_file():
+        raise InputError(f"model file {args.model} does not exist")
+    sk = Skeleton.from_osim(args.model, marker_file=args.marker_file)
+    sk.require_markers()
+    names, weights = _markers(args, sk)
+    if not names:
+        raise InputError("no markers with a positive weight to train on; check --setup / --markers")
+    overrides = {k: v for k, v in (("steps", args.steps), ("minutes", args.minutes), ("batch", args.batch),
+                                   ("threads", args.threads)) if v is not None}
+    synth = SUBJECT_SCALED if args.subject_scaled else SynthConfig()
+    cfg = dataclasses.replace(TrainConfig(seed=args.seed, synth=synth), **overrides)
+    report = train_neurik(sk, names, weights, None, cfg, out, resume=args.resume, progress=not args.no_progress)
+    print(f"train-neurik: {report.steps} steps in {report.seconds / 60:.1f} min, "
+          f"synthetic coordinate error {report.coord_error_deg:.2f} deg -> {report.path}")
+    return 0
+

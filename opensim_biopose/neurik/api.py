@@ -1,0 +1,226 @@
+"""NeurIK inference: a trained network bound to a Skeleton, solving whole trials.
+
+``NeurIK.solve`` maps markers by name onto the checkpoint's marker order, runs the network
+over overlapping sliding windows, blends the windows (Hann weights), converts the root pose
+back to root coordinates and returns every coordinate of the model in OpenSim internal
+units (rad / m).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from opensim_biopose.errors import CheckpointError, InputError
+from opensim_biopose.neurik.checkpoint import CheckpointMeta, load_checkpoint
+from opensim_biopose.neurik.features import decode, window_features
+from opensim_biopose.neurik.frames import project_to_rotation
+from opensim_biopose.neurik.layout import ModelLayout, RootPose, build_layout, solve_root_coordinates
+from opensim_biopose.neurik.model import NeurIKNet, build_neurik
+
+log = logging.getLogger(__name__)
+
+# Windows pushed through the network at once: bounds memory on long trials.
+_WINDOW_CHUNK = 64
+# Frames per root-coordinate solve (each frame tries a grid of starts).
+_ROOT_CHUNK = 256
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class NeurIKResult:
+    """Unrefined NeurIK answer for one trial.
+
+    Attributes:
+        q: (T, n) every coordinate of the Skeleton, rad / m (dependent ones filled by its constraints).
+        coordinate_names: n names, in the Skeleton's order.
+        times: (T,) seconds.
+        scales: (NB, 3) segment scale factors (x, y, z of each body frame) or None when the
+            network does not predict them.
+        markers_used: checkpoint markers that were found in the input.
+        empty_frames: (T,) bool, frames without any usable marker (their q is interpolated).
+    """
+
+    q: Tensor
+    coordinate_names: tuple[str, ...]
+    times: np.ndarray
+    scales: Tensor | None
+    markers_used: tuple[str, ...]
+    empty_frames: np.ndarray
+
+
+def check_compatible(meta: CheckpointMeta, sk, path: str | os.PathLike[str]) -> None:
+    """Raise CheckpointError unless the checkpoint was trained for this Skeleton."""
+    coords = tuple(sk.coordinate_names)
+    if meta.coordinate_names != coords:
+        extra = sorted(set(meta.coordinate_names) - set(coords))
+        missing = sorted(set(coords) - set(meta.coordinate_names))
+        raise CheckpointError(
+            f"NeurIK checkpoint {path} was trained for another model ({meta.model_file or 'unknown file'}): "
+            f"coordinates differ (only in checkpoint: {extra[:6]}, only in model: {missing[:6]}); "
+            "train one for this model with `opensim-biopose train-neurik --model MODEL.osim --out CKPT`")
+    absent = [m for m in meta.marker_names if m not in set(sk.marker_names)]
+    if absent:
+        raise CheckpointError(f"NeurIK checkpoint {path} expects markers {absent[:8]} that the model lacks; "
+                              "train one for this marker set with `opensim-biopose train-neurik`")
+    if meta.model_hash != sk.model_hash:
+        raise CheckpointError(
+            f"NeurIK checkpoint {path} was trained for a model with hash {meta.model_hash[:12]} "
+            f"({meta.model_file or 'unknown file'}) but this model's hash is {sk.model_hash[:12]} "
+            "(segment dimensions, joints or markers differ); train one for this model with "
+            "`opensim-biopose train-neurik --model MODEL.osim --out CKPT`")
+
+
+def _hann(w: int) -> Tensor:
+    return 0.05 + torch.sin(math.pi * (torch.arange(w, dtype=torch.float64) + 0.5) / w) ** 2
+
+
+def _window_starts(t: int, w: int, stride: int) -> list[int]:
+    if t <= w:
+        return [0]
+    starts = list(range(0, t - w + 1, stride))
+    if starts[-1] != t - w:
+        starts.append(t - w)
+    return starts
+
+
+def _interpolate_empty(q: Tensor, empty: np.ndarray, times: np.ndarray) -> Tensor:
+    if not empty.any():
+        return q
+    good = ~empty
+    qn = q.numpy().copy()
+    for j in range(qn.shape[1]):
+        qn[empty, j] = np.interp(times[empty], times[good], qn[good, j])
+    return torch.from_numpy(qn)
+
+
+class NeurIK:
+    """A trained NeurIK network for one Skeleton and marker list."""
+
+    def __init__(self, net: NeurIKNet, sk, layout: ModelLayout, meta: CheckpointMeta) -> None:
+        self.net = net.eval()
+        self.sk = sk
+        self.layout = layout
+        self.meta = meta
+
+    @classmethod
+    def load(cls, ckpt_path: str | os.PathLike[str], sk) -> NeurIK:
+        """Load a checkpoint for ``sk``; CheckpointError if corrupt or trained for another model/markers."""
+        tensors, meta = load_checkpoint(ckpt_path)
+        check_compatible(meta, sk, ckpt_path)
+        layout = build_layout(sk, meta.marker_names)
+        net = build_neurik(meta.config)
+        prefix = "net."
+        state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        try:
+            net.load_state_dict(state)
+        except RuntimeError as exc:
+            raise CheckpointError(f"NeurIK checkpoint {ckpt_path} does not match its own config ({exc}); "
+                                  "it is corrupt: retrain it") from exc
+        return cls(net, sk, layout, meta)
+
+    @property
+    def marker_names(self) -> tuple[str, ...]:
+        return self.layout.marker_names
+
+    def _map_markers(self, names: Sequence[str], xyz: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:
+        index = {n: i for i, n in enumerate(names)}
+        unknown = [n for n in names if n not in set(self.layout.marker_names)]
+        if unknown:
+            log.warning("NeurIK ignores %d markers it was not trained with: %s", len(unknown), ", ".join(unknown[:10]))
+        used = tuple(m for m in self.layout.marker_names if m in index)
+        if not used:
+            raise InputError(
+                f"none of the input markers {list(names)[:8]} is known to this NeurIK checkpoint "
+                f"(it reads {list(self.layout.marker_names)[:8]}...); rename the markers or train for this set")
+        out = np.full((xyz.shape[0], len(self.layout.marker_names), 3), np.nan, dtype=np.float64)
+        for k, m in enumerate(self.layout.marker_names):
+            if m in index:
+                out[:, k] = xyz[:, index[m]]
+        return out, used
+
+    @torch.no_grad()
+    def _run_windows(self, markers: Tensor, visible: Tensor, stride: int):
+        t = markers.shape[0]
+        w = self.meta.config.window
+        idx_all = torch.arange(max(t, w)).clamp_max(t - 1)     # short trials: repeat the last frame
+        starts = _window_starts(max(t, w), w, stride)
+        hann = _hann(w)
+        lay = self.layout
+        acc_q = torch.zeros(t, lay.predicted.numel(), dtype=torch.float64)
+        acc_r = torch.zeros(t, 3, 3, dtype=torch.float64)
+        acc_p = torch.zeros(t, 3, dtype=torch.float64)
+        acc_w = torch.zeros(t, dtype=torch.float64)
+        scales, scale_w = None, 0.0
+        for c0 in range(0, len(starts), _WINDOW_CHUNK):
+            chunk = starts[c0:c0 + _WINDOW_CHUNK]
+            frames = torch.stack([idx_all[s:s + w] for s in chunk])                 # (S, W)
+            inp = window_features(markers[frames], visible[frames], lay)
+            out = self.net(inp.relative, inp.visible, inp.centroid)
+            dec = decode(out, inp, lay)
+            weight = hann.unsqueeze(0) * visible[frames].any(-1).double().add(1e-3)  # (S, W)
+            flat_f, flat_w = frames.flatten(), weight.flatten()
+            acc_w.index_add_(0, flat_f, flat_w)
+            acc_q.index_add_(0, flat_f, dec.q[..., lay.predicted].double().flatten(0, 1) * flat_w[:, None])
+            if dec.root_ground is not None:
+                acc_r.index_add_(0, flat_f, dec.root_ground.rotation.double().flatten(0, 1) * flat_w[:, None, None])
+                acc_p.index_add_(0, flat_f, dec.root_ground.position.double().flatten(0, 1) * flat_w[:, None])
+            if dec.scales is not None:
+                n_vis = visible[frames].double().sum((1, 2))                       # (S,)
+                s = (dec.scales.double().log() * n_vis[:, None, None]).sum(0)
+                scales = s if scales is None else scales + s
+                scale_w += float(n_vis.sum())
+        acc_w = acc_w.clamp_min(1e-12)
+        q_pred = acc_q / acc_w[:, None]
+        root = RootPose(project_to_rotation(acc_r / acc_w[:, None, None]), acc_p / acc_w[:, None])
+        scales = torch.exp(scales / max(scale_w, 1e-12)) if scales is not None else None
+        return q_pred, root, scales
+
+    def solve(self, marker_names: Sequence[str], xyz, times, *, stride: int | None = None) -> NeurIKResult:
+        """Coordinates for a marker trial.
+
+        Args:
+            marker_names: M names of the columns of ``xyz`` (matched by name; unknown ones ignored with a warning).
+            xyz: (T, M, 3) marker positions in metres, OpenSim ground frame (Y up); NaN = missing.
+            times: (T,) seconds.
+            stride: frames between window starts (default: half a window).
+        Returns:
+            NeurIKResult with q (T, n) in rad / m for every coordinate, and scale factors.
+        """
+        xyz = np.asarray(xyz.detach().cpu() if isinstance(xyz, Tensor) else xyz, dtype=np.float64)
+        times = np.asarray(times, dtype=np.float64).reshape(-1)
+        if xyz.ndim != 3 or xyz.shape[2] != 3 or xyz.shape[1] != len(marker_names):
+            raise InputError(f"marker array must be (T, {len(marker_names)}, 3) for {len(marker_names)} names, "
+                             f"got {xyz.shape}")
+        if xyz.shape[0] == 0 or times.shape[0] != xyz.shape[0]:
+            raise InputError(f"need one time per frame and at least one frame: {times.shape[0]} times for "
+                             f"{xyz.shape[0]} frames")
+        mapped, used = self._map_markers(marker_names, xyz)
+        visible_np = np.isfinite(mapped).all(-1)
+        empty = ~visible_np.any(1)
+        if empty.all():
+            raise InputError("no frame of the marker trial has any usable (non-NaN) marker that NeurIK knows")
+        markers = torch.from_numpy(np.where(visible_np[..., None], mapped, 0.0)).float()
+        visible = torch.from_numpy(visible_np)
+        w = self.meta.config.window
+        q_pred, root, scales = self._run_windows(markers, visible, stride or max(1, w // 2))
+        sk_dtype = self.sk.marker_offsets.dtype
+        lay = self.layout
+        q = lay.default_q.to(sk_dtype).expand(xyz.shape[0], -1).clone()
+        q[:, lay.predicted] = q_pred.to(sk_dtype)
+        if lay.has_root:
+            rot, pos = root.rotation.to(sk_dtype), root.position.to(sk_dtype)
+            q = torch.cat([solve_root_coordinates(self.sk, q[i:i + _ROOT_CHUNK], lay,
+                                                  RootPose(rot[i:i + _ROOT_CHUNK], pos[i:i + _ROOT_CHUNK]))
+                           for i in range(0, q.shape[0], _ROOT_CHUNK)])
+        q = _interpolate_empty(q.double(), empty, times)
+        with torch.no_grad():
+            sc = scales.to(sk_dtype).expand(q.shape[0], -1, -1) if scales is not None else None
+            q_full = self.sk.forward(q.to(sk_dtype), scales=sc).q_full.double()
+        return NeurIKResult(q_full, tuple(self.sk.coordinate_names), times, scales, used, empty)

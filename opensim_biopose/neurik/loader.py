@@ -1,0 +1,102 @@
+"""Finding NeurIK weights for a model: explicit > shipped > user cache > train now.
+
+Shipped weights live in ``opensim_biopose/neurik/weights/*.safetensors``; a file is used when
+its metadata names the Skeleton's ``model_hash`` and exactly the requested marker names.
+The user cache is ``~/.cache/opensim-biopose/neurik/<key>.safetensors`` (``XDG_CACHE_HOME`` honoured)
+where ``key`` hashes the model hash, marker names and weights.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shlex
+from collections.abc import Sequence
+from pathlib import Path
+
+from opensim_biopose.errors import CheckpointError, InputError
+from opensim_biopose.neurik.api import NeurIK
+from opensim_biopose.neurik.checkpoint import read_metadata
+
+log = logging.getLogger(__name__)
+
+SHIPPED_DIR = Path(__file__).resolve().parent / "weights"
+# Rough training throughput of the default TrainConfig on one free CPU core, for the message.
+_STEPS_PER_MINUTE_CPU = 400
+
+
+def cache_key(sk, marker_names: Sequence[str], marker_weights: Sequence[float] | None) -> str:
+    """Stable file stem for a model + marker set + weights."""
+    blob = json.dumps([sk.model_hash, list(marker_names), list(marker_weights or [])])
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "opensim-biopose" / "neurik"
+
+
+def find_shipped(sk, marker_names: Sequence[str], folder: Path = SHIPPED_DIR) -> Path | None:
+    """Shipped weights trained for this model hash and marker set, or None."""
+    if not folder.is_dir():
+        return None
+    for path in sorted(folder.glob("*.safetensors")):
+        if path.name.endswith(".state.safetensors"):
+            continue
+        try:
+            meta = read_metadata(path)
+        except CheckpointError as exc:
+            log.warning("skipping unreadable shipped NeurIK weights %s: %s", path, exc)
+            continue
+        if meta.model_hash == sk.model_hash and set(meta.marker_names) == set(marker_names):
+            return path
+    return None
+
+
+def train_command(sk, out: Path, setup: str | None = None) -> str:
+    """The CLI command that trains weights for ``sk`` into ``out``."""
+    model = str(getattr(sk, "model_path", "MODEL.osim"))
+    src = f"--setup {shlex.quote(setup)}" if setup else "--markers NAME,NAME,..."
+    return f"opensim-biopose train-neurik --model {shlex.quote(model)} {src} --out {shlex.quote(str(out))}"
+
+
+def load_or_train(sk, marker_names: Sequence[str], marker_weights: Sequence[float] | None, *,
+                  weights: str | os.PathLike[str] | None = None, train: bool = True, progress: bool = True,
+                  cache_dir: str | os.PathLike[str] | None = None, train_cfg=None) -> NeurIK:
+    """NeurIK for ``sk`` and ``marker_names``, trained here if nothing fits.
+
+    Order: ``weights`` (explicit path) > shipped weights for this model hash and markers >
+    the user cache > training into the cache (``train=True``; prints how long it takes) or an
+    InputError giving the exact ``train-neurik`` command (``train=False``).
+    """
+    if weights is not None:
+        return NeurIK.load(weights, sk)
+    shipped = find_shipped(sk, marker_names)
+    if shipped is not None:
+        log.info("using shipped NeurIK weights %s", shipped)
+        return NeurIK.load(shipped, sk)
+    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cached = folder / f"{cache_key(sk, marker_names, marker_weights)}.safetensors"
+    if cached.is_file():
+        try:
+            meta = read_metadata(cached)
+            from opensim_biopose.neurik.train import TrainConfig
+            target = (train_cfg or TrainConfig()).steps
+            if meta.steps >= target:
+                return NeurIK.load(cached, sk)
+        except CheckpointError as exc:
+            log.warning("ignoring cached NeurIK weights %s: %s", cached, exc)
+    if not train:
+        raise InputError(
+            f"no NeurIK weights for model {getattr(sk, 'model_path', '?')} with these {len(marker_names)} markers; "
+            f"train them once with:\n  {train_command(sk, cached)}\nor pass weights explicitly")
+    from opensim_biopose.neurik.train import TrainConfig, train_neurik
+
+    tc = train_cfg or TrainConfig()
+    print(f"opensim-biopose: no NeurIK weights for {getattr(sk, 'model_path', 'this model')} and its "
+          f"{len(marker_names)} markers; training them now ({tc.steps} steps, roughly "
+          f"{max(1, round(tc.steps / _STEPS_PER_MINUTE_CPU))} min on one free CPU core, resumable). "
+          f"They are cached in {cached}.", flush=True)
+    train_neurik(sk, marker_names, marker_weights, None, tc, cached, resume=True, progress=progress)
+    return NeurIK.load(cached, sk)
