@@ -260,10 +260,12 @@ def postprocess(seq: KeypointSequence, config: PostprocessConfig = PostprocessCo
     conf = seq.confidence.copy()
     low = conf < config.min_confidence
     xy[low] = np.nan
-    conf[low] = 0.0
     world = None if seq.world_xyz is None else seq.world_xyz.copy()
+    missing = low | np.isnan(xy).any(axis=-1)
     if world is not None:
         world[low] = np.nan
+        missing &= np.isnan(world).any(axis=-1)     # 3D-only keypoints (metric .trc) keep confidence
+    conf[missing] = 0.0
     fps = effective_fps(seq.times, seq.fps)
     interpolated = np.zeros(conf.shape, bool)
     for k in range(seq.layout.num_keypoints):

@@ -98,8 +98,8 @@ def _mask_box(mask: np.ndarray | None, threshold: float) -> np.ndarray | None:
 
 
 def _keypoint_box(xy: np.ndarray, conf: np.ndarray) -> np.ndarray:
-    """Box around the visible keypoints, padded by 10% of its size on each side."""
+    """Box around the visible keypoints, padded on each side by 10% of its larger extent."""
     pts = xy[conf > 0.5] if (conf > 0.5).sum() >= 2 else xy
     lo, hi = pts.min(axis=0), pts.max(axis=0)
-    pad = 0.1 * (hi - lo)
+    pad = 0.1 * max(float((hi - lo).max()), 1.0)
     return np.concatenate([lo - pad, hi + pad])

@@ -58,12 +58,13 @@ def _load_json(path: Path) -> Any:
 
 
 def keypoint_box(xy: np.ndarray, conf: np.ndarray) -> np.ndarray:
-    """x0, y0, x1, y1 around the keypoints with confidence > 0, padded 10% per side; NaN if none."""
+    """x0, y0, x1, y1 around the keypoints with confidence > 0, padded on each side by 10% of
+    the larger extent (so a side-on, thin skeleton still gets a usable box); NaN if none."""
     pts = xy[(conf > 0) & np.isfinite(xy).all(axis=1)]
     if len(pts) == 0:
         return np.full(4, np.nan)
     lo, hi = pts.min(axis=0), pts.max(axis=0)
-    pad = 0.1 * (hi - lo)
+    pad = 0.1 * max(float((hi - lo).max()), 1.0)
     return np.concatenate([lo - pad, hi + pad])
 
 
@@ -82,10 +83,11 @@ def _detection(flat: list[float] | np.ndarray, num_kp: int, time: float, source:
 
 
 def _estimated_size(people: list[list[FrameDetection]]) -> tuple[int, int]:
-    pts = [d.xy for frame in people for d in frame]
-    if not pts:
-        return (0, 0)
-    hi = np.nanmax(np.concatenate(pts), axis=0)
+    pts = np.concatenate([d.xy for frame in people for d in frame] or [np.full((1, 2), np.nan)])
+    pts = pts[np.isfinite(pts).all(axis=1)]
+    if not len(pts):
+        return (0, 0)        # no 2D at all (metric .trc): size unknown
+    hi = pts.max(axis=0)
     return (int(np.ceil(hi[0])) + 1, int(np.ceil(hi[1])) + 1)
 
 
@@ -250,7 +252,7 @@ class TrcKeypointSource(KeypointSource):
             values[..., 1] *= -1.0   # y-up pixels (Sports2D) -> image y down
         self.layout = KeypointLayout(name=f"trc:{path.stem}", keypoint_names=tuple(_snake(n) for n in names),
                                      world_frame=None if units in _PIXEL_UNITS else f"{path.name} lab frame, metres")
-        fps = 1.0 / float(np.median(np.diff(times))) if len(times) > 1 else (self.config.fps or DEFAULT_FPS)
+        fps = _trc_rate(table, times) or self.config.fps or DEFAULT_FPS
         people = [[self._detection(values[t], times[t], units)] for t in range(len(times))]
         people = [[d for d in frame if np.isfinite(d.confidence).any() and d.confidence.any()] for frame in people]
         frames = _frames(self.layout, people, fps, _video_fps_size(self.config)[1], path)
@@ -296,3 +298,13 @@ def _read_trc_table(path: Path) -> tuple[Any, str]:
         raise InputError(f"{path}: unknown Units {units!r}; expected px or one of {sorted(UNIT_SCALE)}")
     return table, units
 
+
+
+def _trc_rate(table: Any, times: np.ndarray) -> float | None:
+    """The header's DataRate, else the median time step's rate; None if neither exists."""
+    if table.hasTableMetaDataKey("DataRate"):
+        try:
+            return float(table.getTableMetaDataAsString("DataRate"))
+        except ValueError:
+            pass
+    return 1.0 / float(np.median(np.diff(times))) if len(times) > 1 else None
