@@ -1,0 +1,320 @@
+"""IK speed and accuracy: OpenSim's InverseKinematicsTool vs opensim-biopose, in one process.
+
+    .venv/bin/python benchmarks/bench_ik.py [--trials gait2354_walk1,rajagopal_walk,synthetic_clean,synthetic_noise10mm]
+
+For each trial (from ../shared/data/opensim; skipped with a message when absent) it runs
+OpenSim's InverseKinematicsTool in process (model load excluded, the setup's accuracy) and
+ours — refinement from the default pose, NeurIK unrefined and NeurIK + refinement (NeurIK rows
+are skipped with a message when no trained weights exist for the model) — all on one CPU
+thread, and prints frames/s with ratios to OpenSim, the mean absolute difference over
+OpenCap's 12 DoFs against the reference (OpenSim at accuracy 1e-6 for lab trials, the ground
+truth for synthetic ones) and the RMS marker error (ours, and OpenSim's answer through our FK).
+Then it solves a fast, wide-range synthetic motion from the default pose and from NeurIK and
+reports iterations to converge and failures.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import opensim as osim  # noqa: E402
+
+from opensim_biopose.cli.ik_cmd import IKJob, PreparedTrial, job_from_setup, prepare_trial  # noqa: E402
+from opensim_biopose.errors import BioPoseError  # noqa: E402
+from opensim_biopose.io.ik_setup import read_ik_setup  # noqa: E402
+from opensim_biopose.io.mot import CoordinateData, compare_dofs, read_mot  # noqa: E402
+from opensim_biopose.kinematics import Skeleton  # noqa: E402
+from opensim_biopose.neurik.refine import marker_errors, refine  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data" / "opensim"
+# On exact synthetic markers the optimum has zero error: a frame whose fit leaves markers this
+# far off (RMS, m) is stuck in a wrong local minimum; one whose OpenCap DoFs are this far off
+# (deg, mean) reached an equivalent Euler-angle set (same pose, non-anatomical angles).
+FAIL_RMS_M = 1e-3
+FAIL_DOF_DEG = 5.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Trial:
+    name: str
+    job: IKJob
+    reference: Path  # .mot to compare against
+    reference_label: str
+    setup: Path | None  # OpenSim runs this setup (tasks, accuracy); None: tasks built here
+    accuracy: float = 1e-5
+
+
+@dataclasses.dataclass
+class Row:
+    name: str
+    frames: int
+    values: dict[str, str]
+
+
+def lab_trial(name: str, setup_name: str) -> Trial | None:
+    setup_path = DATA / "trials" / name / setup_name
+    if not setup_path.exists():
+        print(f"[skip] {name}: {setup_path} is absent")
+        return None
+    setup = read_ik_setup(setup_path)
+    job = job_from_setup(setup, out=Path(tempfile.gettempdir()) / "unused.mot")
+    return Trial(name, job, setup_path.parent / "reference_ik_acc1e-6.mot", "OpenSim 1e-6", setup_path,
+                 setup.accuracy)
+
+
+def synthetic_trial(kind: str) -> Trial | None:
+    folder = DATA / "synthetic"
+    model, trc = folder / "LaiUhlrich2022_with_markers.osim", folder / f"synthetic_{kind}.trc"
+    if not trc.exists() or not model.exists():
+        print(f"[skip] synthetic_{kind}: {folder} is absent")
+        return None
+    model_obj = osim.Model(str(model))
+    markers = model_obj.getMarkerSet()
+    weights = {markers.get(i).getName(): 1.0 for i in range(markers.getSize())}  # every marker, weight 1
+    job = IKJob(model_file=model, marker_file=trc, out_mot=Path("unused.mot"), marker_weights=weights)
+    return Trial(f"synthetic_{kind}", job, folder / "synthetic_truth.mot", "truth", None)
+
+
+def all_trials() -> dict[str, callable]:
+    return {
+        "gait2354_walk1": lambda: lab_trial("gait2354_walk1", "subject01_Setup_IK.xml"),
+        "rajagopal_walk": lambda: lab_trial("rajagopal_walk", "ik_setup_walk.xml"),
+        "synthetic_clean": lambda: synthetic_trial("clean"),
+        "synthetic_noise10mm": lambda: synthetic_trial("noise10mm"),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# OpenSim
+
+
+def _opensim_tool(trial: Trial) -> osim.InverseKinematicsTool:
+    if trial.setup is not None:
+        return osim.InverseKinematicsTool(str(trial.setup))  # tasks and accuracy from the setup
+    tool = osim.InverseKinematicsTool()
+    tasks = tool.upd_IKTaskSet()
+    for name, weight in (trial.job.marker_weights or {}).items():
+        task = osim.IKMarkerTask()
+        task.setName(name)
+        task.setWeight(weight)
+        task.setApply(True)
+        tasks.cloneAndAppend(task)
+    tool.set_accuracy(trial.accuracy)
+    return tool
+
+
+def run_opensim(trial: Trial, sk: Skeleton, times: np.ndarray, workdir: Path) -> tuple[torch.Tensor, float]:
+    """OpenSim's answer (T, n) in the Skeleton's coordinate order and its solve time (s)."""
+    tool = _opensim_tool(trial)
+    model = osim.Model(str(trial.job.model_file))  # loading is excluded from the timing
+    tool.setModel(model)
+    tool.setMarkerDataFileName(str(trial.job.marker_file))
+    tool.setStartTime(float(times[0]))
+    tool.setEndTime(float(times[-1]))
+    out = workdir / f"{trial.name}_opensim.mot"
+    tool.setOutputMotionFileName(str(out))
+    tool.setResultsDir(str(workdir))
+    tool.set_report_errors(False)
+    start = time.perf_counter()
+    tool.run()
+    seconds = time.perf_counter() - start
+    q = read_mot(out, sk).select(sk.coordinate_names).values
+    return torch.from_numpy(q), seconds
+
+
+# ---------------------------------------------------------------------------------------------
+# Ours
+
+
+def _neurik(sk: Skeleton, prepared: PreparedTrial):
+    """A NeurIK net for the trial's markers, or None (printing why)."""
+    try:
+        from opensim_biopose.neurik import load_or_train
+    except ImportError as exc:
+        print(f"  [skip] NeurIK rows: opensim_biopose.neurik is not importable ({exc})")
+        return None
+    used = prepared.used
+    names = [sk.marker_names[i] for i in used]
+    try:
+        return load_or_train(sk, names, [float(prepared.weights[i]) for i in used], train=False, progress=False)
+    except BioPoseError as exc:
+        print(f"  [skip] NeurIK rows: {str(exc).splitlines()[0][:160]}")
+        return None
+
+
+def _neurik_q(net, sk: Skeleton, prepared: PreparedTrial) -> torch.Tensor:
+    used = prepared.used
+    names = [sk.marker_names[i] for i in used]
+    return torch.as_tensor(net.solve(names, prepared.xyz[:, used], prepared.times).q, dtype=torch.float64)
+
+
+def timed(fn):
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
+
+
+def _dof_error(sk: Skeleton, times: np.ndarray, q: torch.Tensor, reference: CoordinateData) -> float:
+    ours = CoordinateData(times, tuple(sk.coordinate_names), q.numpy())
+    return compare_dofs(ours, reference).mean_deg
+
+
+def _rms_mm(sk: Skeleton, q: torch.Tensor, prepared: PreparedTrial) -> float:
+    _, rms, _, _ = marker_errors(sk, q, torch.from_numpy(prepared.xyz), torch.from_numpy(prepared.weights))
+    return 1000.0 * float(np.nanmean(rms.numpy()))
+
+
+def bench_trial(trial: Trial, workdir: Path) -> Row:
+    sk = Skeleton.from_osim(trial.job.model_file, dtype=torch.float64)
+    prepared = prepare_trial(trial.job, sk)
+    t = len(prepared.times)
+    reference = read_mot(trial.reference, sk)
+    q_os, s_os = run_opensim(trial, sk, prepared.times, workdir)
+    default = sk.coordinate_defaults.double().expand(t, -1)
+    refine(sk, prepared.xyz[:2], prepared.weights, default[:2], coordinate_tasks=prepared.targets)  # warm-up
+    res_default, s_default = timed(
+        lambda: refine(sk, prepared.xyz, prepared.weights, default, coordinate_tasks=prepared.targets)
+    )
+    v = {
+        "OpenSim f/s": f"{t / s_os:.0f}",
+        "refine(default) f/s": f"{t / s_default:.0f}",
+        "x OpenSim": f"{s_os / s_default:.2f}",
+        f"DoF err OpenSim vs {trial.reference_label}": f"{_dof_error(sk, prepared.times, q_os, reference):.3f}",
+        "DoF err refine(default)": f"{_dof_error(sk, prepared.times, res_default.q, reference):.3f}",
+        "RMS mm OpenSim": f"{_rms_mm(sk, q_os, prepared):.2f}",
+        "RMS mm refine": f"{1000 * float(np.nanmean(res_default.marker_rms.numpy())):.2f}",
+        "iters refine(default)": f"{res_default.iterations.float().mean():.1f}",
+    }
+    net = _neurik(sk, prepared)
+    if net is not None:
+        _neurik_q(net, sk, prepared)  # warm-up
+        q_net, s_net = timed(lambda: _neurik_q(net, sk, prepared))
+        res_ref, s_ref = timed(
+            lambda: refine(sk, prepared.xyz, prepared.weights, _neurik_q(net, sk, prepared),
+                           coordinate_tasks=prepared.targets)
+        )
+        v.update({
+            "NeurIK f/s": f"{t / s_net:.0f}", "NeurIK x OpenSim": f"{s_os / s_net:.1f}",
+            "NeurIK+refine f/s": f"{t / s_ref:.0f}", "NeurIK+refine x OpenSim": f"{s_os / s_ref:.2f}",
+            "DoF err NeurIK": f"{_dof_error(sk, prepared.times, q_net, reference):.3f}",
+            "DoF err NeurIK+refine": f"{_dof_error(sk, prepared.times, res_ref.q, reference):.3f}",
+            "RMS mm NeurIK": f"{_rms_mm(sk, q_net, prepared):.2f}",
+            "iters NeurIK+refine": f"{res_ref.iterations.float().mean():.1f}",
+        })
+    return Row(trial.name, t, v)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fast, wide-range synthetic motion: does the start matter?
+
+
+def wide_range_motion(sk: Skeleton, frames: int, rate: float, seed: int = 0) -> torch.Tensor:
+    """(T, n) smooth motion sweeping most of each coordinate's range at 0.5-3 Hz, heading a full turn.
+
+    Unclamped rotations sweep +-60 deg (beyond that the pelvis Euler angles approach gimbal lock,
+    where different coordinates give the same pose and "error" stops meaning anything).
+    """
+    g = torch.Generator().manual_seed(seed)
+    t = torch.arange(frames, dtype=torch.float64) / rate
+    n = len(sk.coordinate_names)
+    lo, hi = sk.coordinate_ranges.double().unbind(-1)
+    rot = sk.coordinate_is_rotational.bool()
+    default = sk.coordinate_defaults.double()
+    # Rotations within their range and +-60 deg of the default; translations +-0.5 m.
+    lo = torch.where(rot, torch.maximum(lo, default - math.pi / 3), default - 0.5)
+    hi = torch.where(rot, torch.minimum(hi, default + math.pi / 3), default + 0.5)
+    mid, amp = (lo + hi) / 2, (hi - lo) / 2 * 0.9
+    freq = 0.5 + 2.5 * torch.rand(n, generator=g, dtype=torch.float64)
+    phase = 2 * math.pi * torch.rand(n, generator=g, dtype=torch.float64)
+    q = mid + amp * torch.sin(2 * math.pi * freq * t[:, None] + phase)
+    names = list(sk.coordinate_names)
+    if "pelvis_rotation" in names:  # walking around: the heading turns through 360 deg
+        q[:, names.index("pelvis_rotation")] = torch.linspace(-math.pi, math.pi, frames, dtype=torch.float64)
+    locked = sk.coordinate_locked.bool()
+    q[:, locked] = default[locked]
+    return sk.forward(q).q_full
+
+
+def bench_wide_range(workdir: Path) -> None:
+    setup_path = DATA / "trials" / "gait2354_walk1" / "subject01_Setup_IK.xml"
+    if not setup_path.exists():
+        print(f"[skip] wide-range motion: {setup_path} is absent")
+        return
+    setup = read_ik_setup(setup_path)
+    sk = Skeleton.from_osim(setup.model_file, dtype=torch.float64)
+    q_true = wide_range_motion(sk, frames=240, rate=120.0)
+    markers = sk.forward(q_true).markers.detach()
+    weights_by_name = setup.marker_weights()
+    weights = torch.tensor([weights_by_name.get(n, 0.0) for n in sk.marker_names], dtype=torch.float64)
+    times = np.arange(q_true.shape[0]) / 120.0
+    prepared = PreparedTrial(times, markers.numpy(), weights.numpy(), None)  # no coordinate tasks
+    starts = {"default pose": sk.coordinate_defaults.double().expand(q_true.shape[0], -1)}
+    net = _neurik(sk, prepared)
+    if net is not None:
+        starts["NeurIK"] = _neurik_q(net, sk, prepared)
+    print("\nFast wide-range synthetic motion (gait2354, 240 frames at 120 Hz, 0.5-3 Hz sweeps, heading 360 deg):")
+    print(f"  {'start':<14}{'iters mean':>11}{'iters max':>10}{'not conv.':>10}{'failed':>8}"
+          f"{'DoF err good frames':>21}   (failed: marker RMS > 1 mm or DoFs > 5 deg off)")
+    truth = CoordinateData(times, tuple(sk.coordinate_names), q_true.numpy())
+    for label, q0 in starts.items():
+        res = refine(sk, markers, weights, q0)
+        dof = np.array([
+            compare_dofs(CoordinateData(times[i:i + 1], truth.names, res.q.numpy()[i:i + 1]), truth).mean_deg
+            for i in range(len(times))
+        ])
+        failed = (res.marker_rms.numpy() > FAIL_RMS_M) | (dof > FAIL_DOF_DEG)
+        good = float(dof[~failed].mean()) if (~failed).any() else float("nan")
+        print(f"  {label:<14}{res.iterations.float().mean():>11.1f}{int(res.iterations.max()):>10}"
+              f"{int((~res.converged).sum()):>10}{int(failed.sum()):>8}{good:>21.4f}")
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def print_table(rows: list[Row]) -> None:
+    keys: list[str] = []
+    for row in rows:
+        keys += [k for k in row.values if k not in keys]
+    print(f"\n{'metric':<34}" + "".join(f"{r.name:>22}" for r in rows))
+    print(f"{'frames':<34}" + "".join(f"{r.frames:>22}" for r in rows))
+    for key in keys:
+        print(f"{key:<34}" + "".join(f"{r.values.get(key, '-'):>22}" for r in rows))
+    print("DoF err: mean |difference| in degrees over OpenCap's 12 DoFs (L/R averaged); "
+          "x OpenSim: OpenSim's solve time / ours (>1 = faster)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", default=",".join(all_trials()))
+    parser.add_argument("--no-wide-range", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(1)  # OpenSim's IK uses one core: compare like with like
+    osim.Logger.removeFileSink()
+    osim.Logger.setLevelString("error")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread; opensim {osim.GetVersion()}")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.trials.split(","):
+            trial = all_trials()[name]()
+            if trial is not None:
+                print(f"running {name} ...", flush=True)
+                rows.append(bench_trial(trial, Path(tmp)))
+        if rows:
+            print_table(rows)
+        if not args.no_wide_range:
+            bench_wide_range(Path(tmp))
+
+
+if __name__ == "__main__":
+    main()
