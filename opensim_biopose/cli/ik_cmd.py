@@ -145,8 +145,9 @@ def build_job(args: argparse.Namespace) -> IKJob:
 
 def _check_units(data: MarkerData, path: Path) -> None:
     """Reject marker data whose size says the Units header is wrong (mm read as m or vice versa)."""
-    spans = np.nanmax(data.xyz, axis=1) - np.nanmin(data.xyz, axis=1)  # (T, 3)
-    spans = spans[np.isfinite(spans).all(axis=1)]
+    present = ~data.missing.all(axis=1)  # frames with at least one marker
+    xyz = data.xyz[present]
+    spans = np.nanmax(xyz, axis=1) - np.nanmin(xyz, axis=1)  # (T', 3)
     if spans.size == 0:
         raise InputError(f"marker file {path} has no marker positions in the requested time range")
     extent = float(np.median(np.linalg.norm(spans, axis=1)))
