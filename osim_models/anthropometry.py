@@ -209,7 +209,7 @@ def _skin_markers(H: float, fr: StatureFractions, pelvis: Vec3, sacrum: Vec3, hi
     """Skin-surface markers (right side + midline) in the standing pose, metres.
 
     Soft-tissue offsets from the bone (segment radii, breadths) are assumptions sized for a
-    1.75 m adult and scaled with stature: knee breadth 0.06 H, ankle breadth 0.042 H, elbow
+    1.75 m adult and scaled with stature: knee breadth 0.062 H, ankle breadth 0.042 H, elbow
     breadth 0.044 H, wrist breadth 0.034 H, thigh radius 0.035 H, shank radius 0.028 H,
     upper-arm radius 0.025 H, forearm radius 0.02 H.
     """
@@ -224,8 +224,8 @@ def _skin_markers(H: float, fr: StatureFractions, pelvis: Vec3, sacrum: Vec3, hi
         # thigh
         "RGTR": (hip[0] - 0.005 * H, hip[1] - 0.005 * H, 0.5 * fr.hip_breadth * H),
         "RTHI": _add(_lerp(hip, knee, 0.6), (0.0, 0.0, 0.035 * H)),
-        "RKNE": _add(knee, (0.0, 0.0, 0.030 * H)),
-        "RKNM": _add(knee, (0.0, 0.0, -0.030 * H)),
+        "RKNE": _add(knee, (0.0, 0.0, 0.031 * H)),
+        "RKNM": _add(knee, (0.0, 0.0, -0.031 * H)),
         # shank
         "RTIB": _add(_lerp(knee, ankle, 0.6), (0.0, 0.0, 0.028 * H)),
         "RANK": _add(ankle, (-0.004 * H, -0.003 * H, 0.021 * H)),   # lateral malleolus: lower, posterior
@@ -241,7 +241,7 @@ def _skin_markers(H: float, fr: StatureFractions, pelvis: Vec3, sacrum: Vec3, hi
         "STRN": (shoulder[0] + 0.055 * H, chest_y - 0.10 * H, 0.0),
         "T10": (shoulder[0] - 0.055 * H, chest_y - 0.11 * H, 0.0),
         "RBAK": (shoulder[0] - 0.060 * H, shoulder[1] - 0.05 * H, 0.055 * H),
-        "RSHO": _add(shoulder, (0.0, 0.025 * H, -0.010 * H)),  # acromio-clavicular region
+        "RSHO": _add(shoulder, (0.0, 0.025 * H, 0.0)),  # top of the acromion, above the humeral head
         # arm (palm forward: radial side lateral, +Z on the right)
         "RUPA": _add(_lerp(shoulder, elbow, 0.5), (0.0, 0.0, 0.025 * H)),
         "RELB": _add(elbow, (0.0, 0.0, 0.022 * H)),
@@ -252,7 +252,7 @@ def _skin_markers(H: float, fr: StatureFractions, pelvis: Vec3, sacrum: Vec3, hi
         "RFIN": _add(wrist, (-0.008 * H, -0.050 * H, 0.008 * H)),  # dorsum, 2nd metacarpal head
         # head: front markers over the temples, back markers in the same transverse plane
         "RFHD": _add(head, (0.045 * H, 0.010 * H, 0.035 * H)),
-        "RBHD": _add(head, (-0.050 * H, 0.010 * H, 0.030 * H)),
+        "RBHD": _add(head, (-0.055 * H, 0.010 * H, 0.030 * H)),
     }
     return m
 
