@@ -210,13 +210,16 @@ class _DuplicateName(Exception):
     pass
 
 
-def _call_registrations(pm: pluggy.PluginManager, registry: Registry) -> None:
-    """Call every ``register_<kind>`` implementation once, attributing failures to its plugin."""
+def _call_registrations(pm: pluggy.PluginManager, registry: Registry, only: object | None = None) -> None:
+    """Call every ``register_<kind>`` implementation once (of plugin ``only`` if given),
+    attributing failures to its plugin."""
     infos = {p.name: p for p in registry.plugins}
     for kind in KINDS:
         hook = getattr(pm.hook, f"register_{kind}")
         # get_hookimpls() is in registration (= load) order, so built-ins claim names first
         for impl in hook.get_hookimpls():
+            if only is not None and impl.plugin is not only:
+                continue
             info = infos[impl.plugin_name]
             try:
                 impl.function(register=_make_register(registry, kind, info))
@@ -251,12 +254,27 @@ def build_plugin_manager(extra_plugins: tuple[object, ...] = ()) -> tuple[pluggy
 _CACHE: tuple[pluggy.PluginManager, Registry] | None = None
 
 
+def add_plugin(plugin: object) -> Registry:
+    """Register an in-process plugin (module or object with hookimpls) into the process-wide
+    registry, e.g. from a notebook or a test, so that the CLI and ``detect_video`` see it.
+    Its failures are recorded like any other plugin's; returns the registry."""
+    pm, registry = _cached()
+    source = next(_local_sources((plugin,)))
+    if _add_plugin(pm, registry, source, plugin):
+        _call_registrations(pm, registry, only=plugin)
+    return registry
+
+
 def get_registry() -> Registry:
     """The process-wide registry; plugins (entry points included) load once, on first use."""
+    return _cached()[1]
+
+
+def _cached() -> tuple[pluggy.PluginManager, Registry]:
     global _CACHE
     if _CACHE is None:
         _CACHE = build_plugin_manager()
-    return _CACHE[1]
+    return _CACHE
 
 
 def reset_registry() -> None:

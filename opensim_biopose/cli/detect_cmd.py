@@ -70,10 +70,6 @@ def run(args: argparse.Namespace) -> int:
     save_keypoints(args.out, seq)
     print(f"{args.out}: {seq.num_frames} frames, person in {seq.detected.sum()} "
           f"({100 * seq.detection_rate:.1f}%), {seq.layout.name}, {timing.total_s:.1f} s")
-    if "detector_error" in seq.meta:
-        failed = seq.meta.get("failed_frames", "").count(",") + 1
-        print(f"warning: the detector failed on {failed} frame(s), marked missing; first error: "
-              f"{seq.meta['detector_error']}", file=sys.stderr)
     if not args.no_overlay:
         overlay = args.overlay or args.out.with_name(f"{args.out.stem}_overlay.png")
         video = args.source_video or (args.video if args.video.is_file() else None)

@@ -70,7 +70,7 @@ def run_detector(detector: Detector, path: str | os.PathLike[str], config: Detec
     """Run ``detector`` on every frame of the video at ``path``.
 
     A frame on which the detector raises counts as "nobody found"; the run goes on, and
-    the failure is logged once (first error, then a count at the end).
+    the failure is reported once, at the end (count and first error; also in ``meta``).
     """
     timing = timing or FrontEndTiming()
     people, times, failed = [], [], []
@@ -89,14 +89,13 @@ def run_detector(detector: Detector, path: str | os.PathLike[str], config: Detec
                 found = []
                 failed.append(frame.index)
                 if first_error is None:
-                    first_error = f"{type(exc).__name__}: {exc}"
-                    log.warning("detector failed on frame %d (%s); marking failed frames missing",
-                                frame.index, first_error)
+                    first_error = f"frame {frame.index}: {type(exc).__name__}: {exc}"
             timing.detector_s += _time.perf_counter() - t0
             people.append([_unscale(d, scale) for d in found])
             times.append(frame.time)
     if failed:
-        log.warning("detector failed on %d of %d frames; first error: %s", len(failed), len(times), first_error)
+        log.warning("detector %s failed on %d of %d frames (marked missing); first error at %s",
+                    type(detector).__name__, len(failed), len(times), first_error)
     meta = {"video": str(Path(path)), "rotation_deg": str(info.rotation_deg), "detector_scale": f"{scale:.4g}"}
     if first_error is not None:
         meta["detector_error"] = first_error

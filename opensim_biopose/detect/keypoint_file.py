@@ -81,8 +81,8 @@ def load_keypoints(path: str | os.PathLike[str]) -> KeypointSequence:
     except KeyError as exc:
         raise InputError(f"keypoint file {path}: unknown suffix or missing field {exc}; "
                          "expected a .npz/.json written by 'opensim-biopose detect'") from exc
-    except (ValueError, OSError) as exc:
-        raise InputError(f"keypoint file {path} is corrupt: {exc}") from exc
+    except (ValueError, OSError, TypeError) as exc:
+        raise InputError(f"keypoint file {path} is corrupt or not a keypoint file: {exc}") from exc
     if header.get("format") != FORMAT or header.get("version") != VERSION:
         raise InputError(f"{path} is not an {FORMAT} v{VERSION} file")
     lay = header["layout"]
@@ -103,6 +103,8 @@ def _opt(arrays: dict[str, np.ndarray], key: str, dtype: type) -> np.ndarray | N
 
 def _read_json(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     doc = json.loads(path.read_text())
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise ValueError(f"not an {FORMAT} document")
     arrays = {}
     for key in _ARRAYS:
         value = doc.get(key)

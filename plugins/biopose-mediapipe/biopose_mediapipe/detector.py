@@ -6,6 +6,7 @@ mediapipe 0.10.14 wheel, while complexities 0 and 2 download weights on first us
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 
 import cv2
@@ -64,7 +65,9 @@ class MediaPipeDetector(Detector):
         if frame_bgr.dtype != np.uint8 or frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3:
             raise ValueError(f"expected a BGR uint8 (H, W, 3) frame, got {frame_bgr.dtype} {frame_bgr.shape}")
         height, width = frame_bgr.shape[:2]
-        result = self._graph().process(cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB))
+        with warnings.catch_warnings():   # protobuf 4 deprecation notice raised inside mediapipe
+            warnings.filterwarnings("ignore", message="SymbolDatabase.GetPrototype", category=UserWarning)
+            result = self._graph().process(cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB))
         if result.pose_landmarks is None:
             return None
         lm = result.pose_landmarks.landmark
