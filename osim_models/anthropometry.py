@@ -210,7 +210,7 @@ def _skin_markers(H: float, fr: StatureFractions, pelvis: Vec3, sacrum: Vec3, hi
 
     Soft-tissue offsets from the bone (segment radii, breadths) are assumptions sized for a
     1.75 m adult and scaled with stature: knee breadth 0.062 H, ankle breadth 0.042 H, elbow
-    breadth 0.044 H, wrist breadth 0.034 H, thigh radius 0.035 H, shank radius 0.028 H,
+    breadth 0.044 H, wrist breadth 0.034 H, thigh radius 0.036 H, shank radius 0.028 H,
     upper-arm radius 0.025 H, forearm radius 0.02 H.
     """
     pw, pd = fr.pelvis_width * H, fr.pelvis_depth * H
@@ -223,11 +223,13 @@ def _skin_markers(H: float, fr: StatureFractions, pelvis: Vec3, sacrum: Vec3, hi
         "SACR": sacrum,
         # thigh
         "RGTR": (hip[0] - 0.005 * H, hip[1] - 0.005 * H, 0.5 * fr.hip_breadth * H),
-        "RTHI": _add(_lerp(hip, knee, 0.6), (0.0, 0.0, 0.035 * H)),
+        # THI/TIB/FRA are soft-tissue "wand" positions without a bony definition: placed where
+        # the anny-pig53 virtual markers sit on the neutral Anny body (mid-segment; FRA dorsal).
+        "RTHI": _add(_lerp(hip, knee, 0.5), (-0.020 * H, 0.0, 0.030 * H)),  # posterolateral
         "RKNE": _add(knee, (0.0, 0.0, 0.031 * H)),
         "RKNM": _add(knee, (0.0, 0.0, -0.031 * H)),
         # shank
-        "RTIB": _add(_lerp(knee, ankle, 0.6), (0.0, 0.0, 0.028 * H)),
+        "RTIB": _add(_lerp(knee, ankle, 0.5), (0.0, 0.0, 0.028 * H)),
         "RANK": _add(ankle, (-0.004 * H, -0.003 * H, 0.021 * H)),   # lateral malleolus: lower, posterior
         "RMED": _add(ankle, (0.003 * H, 0.003 * H, -0.021 * H)),    # medial malleolus
         # foot (the sole is on the floor, y = 0)
@@ -246,7 +248,7 @@ def _skin_markers(H: float, fr: StatureFractions, pelvis: Vec3, sacrum: Vec3, hi
         "RUPA": _add(_lerp(shoulder, elbow, 0.5), (0.0, 0.0, 0.025 * H)),
         "RELB": _add(elbow, (0.0, 0.0, 0.022 * H)),
         "RMEL": _add(elbow, (0.0, 0.0, -0.022 * H)),
-        "RFRA": _add(_lerp(elbow, wrist, 0.5), (0.0, 0.0, 0.020 * H)),
+        "RFRA": _add(_lerp(elbow, wrist, 0.5), (-0.020 * H, 0.0, 0.0)),  # dorsal forearm (palm forward)
         "RWRA": _add(wrist, (0.0, 0.0, 0.017 * H)),   # radial styloid (thumb side)
         "RWRB": _add(wrist, (0.0, 0.0, -0.017 * H)),  # ulnar styloid
         "RFIN": _add(wrist, (-0.008 * H, -0.050 * H, 0.008 * H)),  # dorsum, 2nd metacarpal head
