@@ -56,6 +56,14 @@ class RefineConfig:
     jacobian: str = "finite_difference"
     # Finite-difference step (rad / m) when jacobian == "finite_difference".
     fd_step: float = 1e-7
+    # Frames are solved independently, so one can settle in another local minimum than its
+    # neighbours (seen from the default pose on Rajagopal's lumbar/arm coordinates). Doubtful
+    # frames are re-solved from a neighbour's answer, up to this many sweeps; 0 turns it off.
+    temporal_sweeps: int = 50
+    # A frame is doubtful when not converged or its objective exceeds a neighbour's by 10 %.
+    neighbour_cost_ratio: float = 1.1
+    # A neighbour's start must lower the objective by this fraction to be taken.
+    improvement: float = 1e-6
 
 
 class SkeletonLike(Protocol):
@@ -292,10 +300,17 @@ def _build_problem(
     )
 
 
-def _solve_chunk(
-    sk: SkeletonLike, q0: torch.Tensor, problem: _Problem, config: RefineConfig
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Returns q (B, n) with free coordinates optimised, iterations (B,), converged (B,)."""
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Solved:
+    """q (B, n) with free coordinates optimised; iterations, converged, objective: (B,)."""
+
+    q: torch.Tensor
+    iterations: torch.Tensor
+    converged: torch.Tensor
+    cost: torch.Tensor
+
+
+def _solve_chunk(sk: SkeletonLike, q0: torch.Tensor, problem: _Problem, config: RefineConfig) -> _Solved:
     jacobian = JACOBIANS[config.jacobian]
     b = q0.shape[0]
     q_base = q0.clone()
@@ -324,7 +339,63 @@ def _solve_chunk(
         done = (accept & (step < config.tol)) | (damping[active] > config.max_damping)
         converged[active[done]] = True
         active = active[~done]
-    return _with_free(q_base, problem.free, x), iterations, converged
+    return _Solved(_with_free(q_base, problem.free, x), iterations, converged, cost)
+
+
+def _solve(sk: SkeletonLike, q0: torch.Tensor, problem: _Problem, config: RefineConfig) -> _Solved:
+    """All frames, in chunks of ``config.chunk_frames``."""
+    pieces = []
+    for start in range(0, q0.shape[0], config.chunk_frames):
+        rows = torch.arange(start, min(start + config.chunk_frames, q0.shape[0]))
+        pieces.append(_solve_chunk(sk, q0[rows], problem.take(rows), config))
+    return _Solved(*(torch.cat([getattr(p, f.name) for p in pieces]) for f in dataclasses.fields(_Solved)))
+
+
+def _suspicious(solved: _Solved, ratio: float) -> torch.Tensor:
+    """(T,) frames not converged, or whose objective exceeds a neighbour's by ``ratio``.
+
+    At lab and video frame rates the objective changes little from frame to frame, so a jump
+    marks a frame that fell into another local minimum than its neighbours.
+    """
+    cost = solved.cost
+    neighbour = torch.full_like(cost, float("inf"))
+    neighbour[1:] = torch.minimum(neighbour[1:], cost[:-1])
+    neighbour[:-1] = torch.minimum(neighbour[:-1], cost[1:])
+    return ~solved.converged | (cost > ratio * neighbour + 1e-12)
+
+
+def _temporal_sweeps(sk: SkeletonLike, solved: _Solved, problem: _Problem, config: RefineConfig) -> _Solved:
+    """Re-solve doubtful frames from a neighbouring frame's answer; keep what lowers the objective.
+
+    Batched stand-in for OpenSim's frame-to-frame warm start: a better minimum spreads one frame
+    per sweep into a run of frames stuck elsewhere. Only frames next to a change are retried.
+    """
+    q, cost = solved.q.clone(), solved.cost.clone()
+    iterations, converged = solved.iterations.clone(), solved.converged.clone()
+    t = q.shape[0]
+    retry = _suspicious(solved, config.neighbour_cost_ratio)
+    for _ in range(config.temporal_sweeps):
+        targets, sources = [], []
+        for shift in (1, -1):
+            tgt = torch.arange(max(shift, 0), t + min(shift, 0))
+            keep = retry[tgt]
+            targets.append(tgt[keep])
+            sources.append(tgt[keep] - shift)
+        tgt, src = torch.cat(targets), torch.cat(sources)
+        if tgt.numel() == 0:
+            break
+        trial = _solve(sk, q[src], problem.take(tgt), config)
+        iterations.index_add_(0, tgt, trial.iterations)
+        better = trial.cost < cost[tgt] * (1 - config.improvement) - 1e-15
+        retry = torch.zeros(t, dtype=torch.bool)
+        for i in torch.nonzero(better).flatten().tolist():  # two candidates may share a target
+            j = int(tgt[i])
+            if trial.cost[i] < cost[j] * (1 - config.improvement) - 1e-15:
+                q[j], cost[j], converged[j] = trial.q[i], trial.cost[i], trial.converged[i]
+                retry[max(j - 1, 0)] = retry[min(j + 1, t - 1)] = True
+        if not better.any():
+            break
+    return _Solved(q, iterations, converged, cost)
 
 
 def marker_errors(
@@ -380,14 +451,11 @@ def refine(
     locked = sk.coordinate_locked.bool().cpu()
     q0_t[:, locked] = sk.coordinate_defaults.detach().cpu().double()[locked]
     problem = _build_problem(sk, markers_t, weights_t, coordinate_tasks)
-    pieces = []
     with torch.no_grad():
-        for start in range(0, markers_t.shape[0], config.chunk_frames):
-            rows = torch.arange(start, min(start + config.chunk_frames, markers_t.shape[0]))
-            pieces.append(_solve_chunk(sk, q0_t[rows], problem.take(rows), config))
-    q = torch.cat([p[0] for p in pieces])
-    iterations = torch.cat([p[1] for p in pieces])
-    converged = torch.cat([p[2] for p in pieces])
+        solved = _solve(sk, q0_t, problem, config)
+        if config.temporal_sweeps > 0 and markers_t.shape[0] > 1:
+            solved = _temporal_sweeps(sk, solved, problem, config)
+    q, iterations, converged = solved.q, solved.iterations, solved.converged
     with torch.no_grad():
         total, rms, mx, q_full = marker_errors(sk, q, markers_t, weights_t)
         r = _residual(sk, q, problem)
