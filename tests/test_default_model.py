@@ -324,3 +324,25 @@ def test_demo_command_builds_loads_and_summarizes(tmp_path: Path, capsys: pytest
     assert (tmp_path / "demo" / "biopose_fullbody.osim").is_file()
     assert (tmp_path / "demo" / "biopose_fullbody_ik_setup.xml").is_file()
     assert "37 coordinates" in text and "RASI" in text
+
+
+def test_skeleton_forward_kinematics_agrees_with_opensim_on_the_default_model() -> None:
+    """The torch Skeleton (NeurIK's FK) reads this model and puts every marker where OpenSim does."""
+    import torch
+
+    from opensim_biopose.kinematics.skeleton import Skeleton
+
+    skeleton = Skeleton.from_osim(DEFAULT_MODEL)
+    model = osim.Model(str(DEFAULT_MODEL))
+    pose = Posed(model)
+    rng = np.random.default_rng(7)
+    q = np.zeros(skeleton.num_coordinates)
+    for coord in model.getCoordinateSet():
+        lo, hi = coord.getRangeMin(), coord.getRangeMax()
+        value = coord.getDefaultValue() + rng.uniform(-0.3, 0.3) if coord.getMotionType() == 2 \
+            else rng.uniform(max(lo, -1.2), min(hi, 1.2))
+        coord.setValue(pose.state, value, False)
+        q[skeleton.coordinate_index(coord.getName())] = value
+    ours = skeleton.forward(torch.tensor(q, dtype=torch.float64)[None]).markers[0].numpy()
+    for i, name in enumerate(skeleton.marker_names):
+        np.testing.assert_allclose(ours[i], pose.marker(name), atol=1e-6, err_msg=name)
