@@ -104,6 +104,11 @@ def test_markers_have_the_required_names_on_sensible_bodies(shipped: osim.Model)
     body_of = {m.getName(): m.getParentFrame().getName() for m in shipped.getMarkerSet()}
     assert body_of["RASI"] == "pelvis" and body_of["LGTR"] == "femur_l" and body_of["RANK"] == "tibia_r"
     assert body_of["LWRA"] == "radius_l" and body_of["RHEE"] == "calcn_r" and body_of["C7"] == "torso"
+    pose = Posed(shipped)
+    for name in names:  # left markers mirror the right ones through the sagittal plane (z -> -z)
+        if name.startswith("L") and "R" + name[1:] in names:
+            right = pose.marker("R" + name[1:])
+            np.testing.assert_allclose(pose.marker(name), right * [1, 1, -1], atol=1e-9, err_msg=name)
 
 
 @pytest.mark.parametrize("height", [1.60, 1.90])
