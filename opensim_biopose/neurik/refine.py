@@ -135,6 +135,8 @@ class _Problem:
     free: torch.Tensor  # (F,) indices of the optimised coordinates
     lower: torch.Tensor  # (F,) -inf where unbounded
     upper: torch.Tensor  # (F,)
+    group_of: torch.Tensor | None = None  # (F,) long: finite-difference group of each free coordinate
+    pattern: torch.Tensor | None = None  # (R, F) bool: residual rows that depend on each column
 
     def take(self, rows: torch.Tensor) -> _Problem:
         return dataclasses.replace(
@@ -176,15 +178,64 @@ def _jacobian_forward_ad(
 def _jacobian_finite_difference(
     sk: SkeletonLike, q_base: torch.Tensor, x: torch.Tensor, problem: _Problem, fd_step: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Residual (B, R) and forward-difference Jacobian (B, R, F) from one batched forward pass."""
+    """Residual (B, R) and forward-difference Jacobian (B, R, F) from one batched forward pass.
+
+    Coordinates that share no residual row (right leg, left leg, ...) are perturbed together
+    (``problem.group_of``), so a pass holds B x (groups + 1) poses instead of B x (F + 1).
+    """
     b, f = x.shape
+    group_of = problem.group_of if problem.group_of is not None else torch.arange(f)
+    g = int(group_of.max()) + 1
+    perturb = torch.zeros(g, f, dtype=x.dtype)
+    perturb[group_of, torch.arange(f)] = fd_step
     q0 = _with_free(q_base, problem.free, x)
-    q_rep = q0.repeat_interleave(f + 1, dim=0).view(b, f + 1, -1)
-    q_rep[:, 1:, problem.free] += fd_step * torch.eye(f, dtype=x.dtype)
-    r_all = _residual(sk, q_rep.view(b * (f + 1), -1), problem, repeat=f + 1).view(b, f + 1, -1)
+    q_rep = q0.repeat_interleave(g + 1, dim=0).view(b, g + 1, -1)
+    q_rep[:, 1:, problem.free] += perturb
+    r_all = _residual(sk, q_rep.view(b * (g + 1), -1), problem, repeat=g + 1).view(b, g + 1, -1)
     r = r_all[:, 0]
-    jac = (r_all[:, 1:] - r[:, None]) / fd_step
-    return r, jac.transpose(1, 2)
+    diff = (r_all[:, 1:] - r[:, None]) / fd_step  # (B, G, R)
+    jac = diff[:, group_of].transpose(1, 2)  # (B, R, F)
+    if problem.pattern is not None:
+        jac = jac * problem.pattern
+    return r, jac
+
+
+def _sparsity(sk: SkeletonLike, free: torch.Tensor, task_index: torch.Tensor) -> torch.Tensor:
+    """(3M + K, F) bool: which residual rows move when each free coordinate moves.
+
+    Probed at the default pose and a random pose with finite steps; rows that do not depend on a
+    coordinate are bit-identical, so the test is exact.
+    """
+    default = sk.coordinate_defaults.detach().cpu().double()
+    gen = torch.Generator().manual_seed(0)
+    poses = torch.stack([default, default + 0.3 * torch.rand(default.shape, generator=gen, dtype=torch.float64)])
+    f = free.numel()
+    q = poses.repeat_interleave(f + 1, dim=0).view(2, f + 1, -1)
+    q[:, 1:, free] += 1e-3 * torch.eye(f, dtype=torch.float64)
+    out = sk.forward(q.view(2 * (f + 1), -1))
+    markers = out.markers.view(2, f + 1, -1)  # (2, F+1, 3M)
+    tasks = out.q_full[:, task_index].view(2, f + 1, -1)
+    rows = torch.cat([markers, tasks], dim=2)
+    return (rows[:, 1:] != rows[:, :1]).any(dim=0).T  # (R, F)
+
+
+def _colour_columns(pattern: torch.Tensor) -> torch.Tensor:
+    """(F,) group per column, greedy: columns in one group share no row."""
+    f = pattern.shape[1]
+    order = torch.argsort(pattern.sum(dim=0), descending=True).tolist()
+    group_of = torch.zeros(f, dtype=torch.long)
+    rows_of_group: list[torch.Tensor] = []
+    for j in order:
+        col = pattern[:, j]
+        for gi, used in enumerate(rows_of_group):
+            if not (used & col).any():
+                rows_of_group[gi] = used | col
+                group_of[j] = gi
+                break
+        else:
+            group_of[j] = len(rows_of_group)
+            rows_of_group.append(col.clone())
+    return group_of
 
 
 JacobianFn = Callable[[SkeletonLike, torch.Tensor, torch.Tensor, _Problem, float], tuple[torch.Tensor, torch.Tensor]]
@@ -294,9 +345,11 @@ def _build_problem(
     else:
         k_index, k_w = targets.index, torch.sqrt(targets.weights)
         k_values = targets.values.expand(t, -1) if targets.values.ndim == 1 else targets.values
+    pattern = _sparsity(sk, free, k_index)
     return _Problem(
         markers=torch.nan_to_num(markers, nan=0.0), sqrt_w=sqrt_w, task_index=k_index,
         task_sqrt_w=k_w, task_values=k_values, free=free, lower=lower, upper=upper,
+        group_of=_colour_columns(pattern), pattern=pattern,
     )
 
 
@@ -450,8 +503,8 @@ def refine(
     _check_shapes(sk, markers_t, weights_t, q0_t)
     locked = sk.coordinate_locked.bool().cpu()
     q0_t[:, locked] = sk.coordinate_defaults.detach().cpu().double()[locked]
-    problem = _build_problem(sk, markers_t, weights_t, coordinate_tasks)
     with torch.no_grad():
+        problem = _build_problem(sk, markers_t, weights_t, coordinate_tasks)
         solved = _solve(sk, q0_t, problem, config)
         if config.temporal_sweeps > 0 and markers_t.shape[0] > 1:
             solved = _temporal_sweeps(sk, solved, problem, config)
