@@ -55,10 +55,13 @@ Left-side joints mirror the right: a right axis (x, y, z) becomes (-x, -y, z) on
 coordinate means the same anatomical motion on both sides (what Rajagopal2016 does with its -1
 coefficients / negated axes).
 
-Honest simplifications: the knee is a pure hinge about a fixed mediolateral axis through the
-femoral epicondyle mid-point (no tibial translation coupled to flexion: the femoral rollback of
-Yamaguchi & Zajac 1989 moves the tibia by <= ~1 cm, below what video markers resolve); the
-shoulder is a single ball joint on the torso (no scapula/clavicle motion; its Z-X-Y Euler
+The knee is a hinge about a fixed mediolateral axis through the femoral epicondyle mid-point,
+with the tibia translating in the femur frame as a SimmSpline of knee_angle: the gait2392 knee
+curves (Delp et al. 1990, after Yamaguchi & Zajac 1989; up to ~8 mm anterior and ~27 mm distal
+at 120 deg), zeroed at 0 deg and scaled to this femur's length (:data:`KNEE_TRANSLATION`).
+
+Honest simplifications: the knee has no coupled ab/adduction or axial rotation (Rajagopal2016's
+Walker knee has a few degrees of each); the shoulder is a single ball joint on the torso (no scapula/clavicle motion; its Z-X-Y Euler
 sequence is gimbal-locked at +/-90 deg arm_add, as in Rajagopal2016); the pronation axis runs
 through the elbow and wrist centres; the neck is rigid.
 """
@@ -155,6 +158,18 @@ class Dof:
 
 
 @dataclass(frozen=True)
+class CoupledTranslation:
+    """Child-origin translation along a parent-frame axis as a spline of the joint's first coordinate.
+
+    ``knots`` in the coordinate's units (rad), ascending; ``values`` in metres, 0 at the default pose.
+    """
+
+    axis: int  # 0 = X, 1 = Y, 2 = Z of the parent frame
+    knots: tuple[float, ...]
+    values: tuple[float, ...]
+
+
+@dataclass(frozen=True)
 class JointSpec:
     """A CustomJoint (or a WeldJoint when ``dofs`` is empty) between two bodies.
 
@@ -165,6 +180,7 @@ class JointSpec:
     parent: str
     child: str
     dofs: tuple[Dof, ...]
+    coupled: tuple[CoupledTranslation, ...] = ()
 
     @property
     def sided(self) -> bool:
@@ -191,13 +207,47 @@ def _subtalar_axis() -> Vec3:
 
 X, Y, Z, NEG_Z = (1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0), (0.0, 0.0, -1.0)
 
+#: Tibia origin in the femur frame vs knee angle in gait2392's knee_r (Delp et al. 1990, IEEE TBME
+#: 37:757, after Yamaguchi & Zajac 1989, J Biomech 22:1): (knee angle rad with flexion NEGATIVE,
+#: metres) knots of its X (anterior) and Y (up) SimmSplines, for its femur of 0.396 m. Figures only;
+#: :func:`knee_translations` flips the angle to this model's positive flexion, zeroes and scales them.
+GAIT2392_KNEE_TX = ((-2.0944, -0.0032), (-1.7453, 0.00179), (-1.3963, 0.00411), (-1.0472, 0.0041),
+                    (-0.6981, 0.00212), (-0.3491, -0.001), (-0.1745, -0.0031), (0.1973, -0.00523),
+                    (0.3374, -0.00543), (0.4902, -0.00557), (1.5215, -0.00543), (2.0944, -0.00525))
+GAIT2392_KNEE_TY = ((-2.0944, -0.4226), (-1.2217, -0.4082), (-0.5236, -0.399), (-0.3491, -0.3976),
+                    (-0.1745, -0.3966), (0.1591, -0.39526), (2.0944, -0.396))
+GAIT2392_FEMUR_LENGTH_M = 0.396
+
+
+def _spline(points) -> "object":  # -> osim.SimmSpline
+    import opensim as osim
+
+    spline = osim.SimmSpline()
+    for x, y in points:
+        spline.addPoint(float(x), float(y))
+    return spline
+
+
+def knee_translations(femur_length_m: float) -> tuple[CoupledTranslation, ...]:
+    """The gait2392 tibial translations for a femur of ``femur_length_m``, flexion positive, 0 at 0 deg."""
+    import opensim as osim
+
+    out = []
+    for axis, points in ((0, GAIT2392_KNEE_TX), (1, GAIT2392_KNEE_TY)):
+        at_zero = _spline(points).calcValue(osim.Vector(1, 0.0))
+        scale = femur_length_m / GAIT2392_FEMUR_LENGTH_M
+        flipped = sorted((-x, scale * (y - at_zero)) for x, y in points)
+        out.append(CoupledTranslation(axis, tuple(p[0] for p in flipped), tuple(p[1] for p in flipped)))
+    return tuple(out)
+
 
 def joint_specs(lm: StandingLandmarks) -> tuple[JointSpec, ...]:
     """The kinematic tree, root first. The pronation axis depends on the arm pose, hence ``lm``."""
     forearm_up = _unit(tuple(np.subtract(lm.elbow, lm.wrist)))  # type: ignore[arg-type]
     return (
         JointSpec("hip_{s}", "pelvis", "femur_{s}", (Dof("hip_flexion", Z), Dof("hip_adduction", X), Dof("hip_rotation", Y))),
-        JointSpec("knee_{s}", "femur_{s}", "tibia_{s}", (Dof("knee_angle", NEG_Z),)),
+        JointSpec("knee_{s}", "femur_{s}", "tibia_{s}", (Dof("knee_angle", NEG_Z),),
+                  knee_translations(lm.hip[1] - lm.knee[1])),
         JointSpec("ankle_{s}", "tibia_{s}", "talus_{s}", (Dof("ankle_angle", _ankle_axis()),)),
         JointSpec("subtalar_{s}", "talus_{s}", "calcn_{s}", (Dof("subtalar_angle", _subtalar_axis()),)),
         JointSpec("mtp_{s}", "calcn_{s}", "toes_{s}", (Dof("mtp_angle", NEG_Z),)),
@@ -394,25 +444,27 @@ def _complete_basis(axes: list[Vec3]) -> list[Vec3]:
     return [(float(v[0]), float(v[1]), float(v[2])) for v in a]
 
 
-def _spatial_transform(coords: list[str], axes: list[Vec3], translations: list[str] | None = None):
-    """CustomJoint transform: rotations ``coords`` about ``axes`` (in order), optional translations."""
+def _spatial_transform(coords: list[str], axes: list[Vec3], translations: list[tuple[str, object] | None] = ()):
+    """CustomJoint transform: rotations ``coords`` about ``axes`` (in order, LinearFunction(1, 0)),
+    then translations along the parent X, Y, Z: ``(coordinate, function)`` per axis or None."""
     import opensim as osim
 
-    st = osim.SpatialTransform()
     rot_axes = _complete_basis(axes)
-    trans = translations or []
-    for i in range(6):
+    slots: list[tuple[Vec3, tuple[str, object] | None]] = [
+        (rot_axes[i], (coords[i], osim.LinearFunction(1.0, 0.0)) if i < len(coords) else None) for i in range(3)]
+    trans = list(translations) + [None] * (3 - len(translations))
+    slots += [(tuple(np.eye(3)[i]), trans[i]) for i in range(3)]  # type: ignore[misc]
+    st = osim.SpatialTransform()
+    for i, (axis, driver) in enumerate(slots):
         ta = st.updTransformAxis(i)
-        names = coords if i < 3 else trans
-        slot = i if i < 3 else i - 3
-        ta.setAxis(_vec3(rot_axes[slot] if i < 3 else tuple(np.eye(3)[slot])))
-        if slot < len(names):
-            arr = osim.ArrayStr()
-            arr.append(names[slot])
-            ta.setCoordinateNames(arr)
-            ta.set_function(osim.LinearFunction(1.0, 0.0))
-        else:
+        ta.setAxis(_vec3(axis))
+        if driver is None:
             ta.set_function(osim.Constant(0.0))
+            continue
+        arr = osim.ArrayStr()
+        arr.append(driver[0])
+        ta.setCoordinateNames(arr)
+        ta.set_function(driver[1])  # set_function copies: the SWIG temporary may then die
     return st
 
 
@@ -428,7 +480,7 @@ def _add_pelvis_joint(model, bodies: dict, lm: StandingLandmarks) -> None:
 
     rotations = ["pelvis_tilt", "pelvis_list", "pelvis_rotation"]
     translations = ["pelvis_tx", "pelvis_ty", "pelvis_tz"]
-    st = _spatial_transform(rotations, [Z, X, Y], translations)
+    st = _spatial_transform(rotations, [Z, X, Y], [(t, osim.LinearFunction(1.0, 0.0)) for t in translations])
     zero = osim.Vec3(0.0)
     model.addJoint(osim.CustomJoint("ground_pelvis", model.getGround(), zero, zero, bodies["pelvis"], zero, zero, st))
 
@@ -450,7 +502,11 @@ def _add_joint(model, bodies: dict, specs: dict[str, BodySpec], js: JointSpec, s
     suffix = f"_{side}" if side else ""
     coords = [d.coordinate + suffix for d in js.dofs]
     axes = [d.axis if side != "l" else _mirror_axis(d.axis) for d in js.dofs]
-    model.addJoint(osim.CustomJoint(name, parent, offset, zero, child, zero, zero, _spatial_transform(coords, axes)))
+    translations: list[tuple[str, object] | None] = [None, None, None]
+    for ct in js.coupled:
+        translations[ct.axis] = (coords[0], _spline(zip(ct.knots, ct.values)))
+    st = _spatial_transform(coords, axes, translations)
+    model.addJoint(osim.CustomJoint(name, parent, offset, zero, child, zero, zero, st))
 
 
 def _base_coordinate(name: str) -> str:

@@ -13,6 +13,7 @@ import pytest
 from opensim_biopose.errors import InputError
 from osim_models import DEFAULT_IK_SETUP, DEFAULT_MODEL, build_model, write_model
 from osim_models.anthropometry import StatureFractions
+from osim_models.build_default_model import DEFAULT_HEIGHT_M, GAIT2392_FEMUR_LENGTH_M
 
 from conftest import shared_path
 
@@ -351,3 +352,25 @@ def test_skeleton_forward_kinematics_agrees_with_opensim_on_the_default_model() 
     ours = skeleton.forward(torch.tensor(q, dtype=torch.float64)[None]).markers[0].numpy()
     for i, name in enumerate(skeleton.marker_names):
         np.testing.assert_allclose(ours[i], pose.marker(name), atol=1e-6, err_msg=name)
+
+
+def _tibia_in_femur(model: osim.Model, knee: str, degrees: float) -> np.ndarray:
+    for c in model.getCoordinateSet():
+        c.set_locked(False)
+    state = model.initSystem()
+    model.getCoordinateSet().get(knee).setValue(state, math.radians(degrees), False)
+    model.realizePosition(state)
+    v = model.getBodySet().get("tibia_r").findStationLocationInAnotherFrame(
+        state, osim.Vec3(0.0), model.getBodySet().get("femur_r"))
+    return np.array([v[0], v[1], v[2]])
+
+
+@pytest.mark.parametrize("flexion", [30.0, 90.0, 120.0])
+def test_knee_translation_follows_gait2392_scaled_to_the_femur(shipped: osim.Model, flexion: float) -> None:
+    """The tibia slides in the femur frame as in gait2392 (its knee_angle is negative in flexion)."""
+    gait2392 = osim.Model(str(shared_path("opensim", "models", "gait2392_thelen2003muscle.osim")))
+    ref = _tibia_in_femur(gait2392, "knee_angle_r", -flexion) - _tibia_in_femur(gait2392, "knee_angle_r", 0.0)
+    ours = _tibia_in_femur(shipped, "knee_angle_r", flexion) - _tibia_in_femur(shipped, "knee_angle_r", 0.0)
+    femur_ratio = (StatureFractions().hip - StatureFractions().knee) * DEFAULT_HEIGHT_M / GAIT2392_FEMUR_LENGTH_M
+    np.testing.assert_allclose(ours[:2], ref[:2] * femur_ratio, atol=0.5 * MM)
+    assert np.linalg.norm(ours) > 3 * MM  # it does move
