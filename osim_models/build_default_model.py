@@ -70,6 +70,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -219,7 +220,8 @@ GAIT2392_KNEE_TY = ((-2.0944, -0.4226), (-1.2217, -0.4082), (-0.5236, -0.399), (
 GAIT2392_FEMUR_LENGTH_M = 0.396
 
 
-def _spline(points) -> "object":  # -> osim.SimmSpline
+def _spline(points: Iterable[tuple[float, float]]):  # -> osim.SimmSpline
+    """An OpenSim natural cubic SimmSpline through (x, y) knots, x ascending."""
     import opensim as osim
 
     spline = osim.SimmSpline()
