@@ -38,6 +38,49 @@ def set_rotation_90(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
+MP4_CONTAINERS = (b"moov", b"trak", b"mdia", b"minf", b"stbl")
+
+
+def set_sample_durations(path: Path, durations: list[int]) -> None:
+    """Rewrite the mp4's time-to-sample table (stts) so frame i lasts durations[i] ticks:
+    a variable-frame-rate file. Boxes enclosing stts grow by the same number of bytes; the
+    writer puts moov after mdat, so no chunk offset moves. Keep the sum of durations (the
+    edit list and header durations are left as they are)."""
+    data = bytearray(path.read_bytes())
+    ancestors: list[int] = []
+
+    def find(start: int, end: int) -> tuple[int, int] | None:
+        i = start
+        while i < end:
+            size, kind = struct.unpack(">I4s", data[i:i + 8])
+            if kind == b"stts":
+                return i, size
+            if kind in MP4_CONTAINERS:
+                ancestors.append(i)
+                hit = find(i + 8, i + size)
+                if hit:
+                    return hit
+                ancestors.pop()
+            i += size
+        return None
+
+    hit = find(0, len(data))
+    assert hit is not None
+    at, size = hit
+    runs: list[list[int]] = []
+    for d in durations:
+        if runs and runs[-1][1] == d:
+            runs[-1][0] += 1
+        else:
+            runs.append([1, d])
+    body = struct.pack(">II", 0, len(runs)) + b"".join(struct.pack(">II", c, d) for c, d in runs)
+    box = struct.pack(">I4s", 8 + len(body), b"stts") + body
+    data[at:at + size] = box
+    for a in ancestors:
+        data[a:a + 4] = struct.pack(">I", struct.unpack(">I", data[a:a + 4])[0] + len(box) - size)
+    path.write_bytes(bytes(data))
+
+
 def marked_frames(n: int, w: int = 160, h: int = 120) -> list[np.ndarray]:
     """Black frames with a white block in the top-left corner (40 x 20 px)."""
     frames = []
@@ -87,6 +130,18 @@ def test_max_side_scales_frames_and_reports_scale(tmp_path: Path) -> None:
     assert frames[0].image.shape == (60, 80, 3)
     assert frames[0].scale == pytest.approx(0.5)
     np.testing.assert_allclose([f.time for f in frames], [0.0, 0.04], atol=1e-3)
+
+
+def test_variable_frame_rate_times_come_from_container(tmp_path: Path) -> None:
+    frames = [np.full((48, 64, 3), 20 * i, np.uint8) for i in range(10)]
+    path = write_video(tmp_path / "vfr.mp4", frames, fps=25.0)      # timescale 12800: 512 ticks/frame
+    set_sample_durations(path, [256] * 4 + [768] * 4 + [512] * 2)  # 20 ms, 60 ms, 40 ms frames
+    with VideoReader(path) as reader:
+        got = list(reader)
+    expected = [0.0, 0.02, 0.04, 0.06, 0.08, 0.14, 0.20, 0.26, 0.32, 0.36]
+    np.testing.assert_allclose([f.time for f in got], expected, atol=1e-3)   # seconds
+    # and the frames are the right ones, in order (grey level 20 i survives the codec)
+    assert np.all(np.abs(np.array([f.image.mean() for f in got]) - 20 * np.arange(10)) < 6)
 
 
 def test_read_frames_at_returns_requested_indices(tmp_path: Path) -> None:
