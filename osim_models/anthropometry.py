@@ -243,7 +243,8 @@ def _skin_markers(H: float, fr: StatureFractions, pelvis: Vec3, sacrum: Vec3, hi
         "STRN": (shoulder[0] + 0.055 * H, chest_y - 0.10 * H, 0.0),
         "T10": (shoulder[0] - 0.055 * H, chest_y - 0.11 * H, 0.0),
         "RBAK": (shoulder[0] - 0.060 * H, shoulder[1] - 0.05 * H, 0.055 * H),
-        "RSHO": _add(shoulder, (0.0, 0.025 * H, 0.0)),  # top of the acromion, above the humeral head
+        # top of the acromion: above and slightly behind the humeral head centre
+        "RSHO": _add(shoulder, (-0.012 * H, 0.020 * H, 0.0)),
         # arm (palm forward: radial side lateral, +Z on the right)
         "RUPA": _add(_lerp(shoulder, elbow, 0.5), (0.0, 0.0, 0.025 * H)),
         "RELB": _add(elbow, (0.0, 0.0, 0.022 * H)),
