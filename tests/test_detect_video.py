@@ -140,9 +140,11 @@ def test_in_process_plugin_drives_detect_cli(tmp_path: Path, fresh_registry: Non
     centres = square_video(tmp_path / "sq.mp4")
     add_plugin(square_plugin("square"))
     out = tmp_path / "sq.json"
-    assert main(["detect", str(tmp_path / "sq.mp4"), "--out", str(out), "--detector", "square"]) == 0
+    assert main(["detect", str(tmp_path / "sq.mp4"), "--out", str(out), "--detector", "square",
+                 "--focal-px", "1681"]) == 0
     seq = load_keypoints(out)
     assert seq.detected.all() and seq.meta["detector"] == "square"
+    assert seq.focal_length_px == 1681.0
     np.testing.assert_allclose(seq.xy[2:-2, 0], centres[2:-2], atol=1.5)   # px, codec blur
     np.testing.assert_allclose(seq.times[1], 0.04, atol=1e-3)
 

@@ -46,6 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-filter", action="store_true", help="fill gaps but do not low-pass filter")
     parser.add_argument("--max-gap", type=float, default=PostprocessConfig.max_gap_s, metavar="S",
                         help="longest dropout filled by interpolation, seconds (default %(default)s)")
+    parser.add_argument("--focal-px", type=float, metavar="PX",
+                        help="camera focal length in full-resolution pixels, if known from a calibration")
     parser.add_argument("--progress", action="store_true", help="show a progress bar")
 
 
@@ -59,7 +61,8 @@ def build_config(args: argparse.Namespace) -> DetectConfig:
     post = replace(PostprocessConfig(), person=args.person, cutoff_hz=args.cutoff,
                    filter=not args.no_filter, max_gap_s=args.max_gap)
     return DetectConfig(detector=args.detector, detector_options=options, max_side=args.max_side,
-                        max_frames=args.max_frames, progress=args.progress, postprocess=post)
+                        max_frames=args.max_frames, progress=args.progress,
+                        focal_length_px=args.focal_px, postprocess=post)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -39,6 +39,9 @@ class DetectConfig:
     # Stop after this many frames (None: whole video); for quick looks and tests.
     max_frames: int | None = None
     progress: bool = False
+    # Camera focal length in pixels of the full-resolution frame, when known (calibration);
+    # None lets the mesh stage estimate it from the image size. Containers rarely carry it.
+    focal_length_px: float | None = None
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
 
 
@@ -132,6 +135,8 @@ def detect_video(path: str | os.PathLike[str], detector_name: str | None = None,
             front.close()
     seq = select_person(frames, config.postprocess.person, config.postprocess.track_iou)
     seq.meta["detector"] = name
+    if config.focal_length_px is not None:
+        seq.focal_length_px = float(config.focal_length_px)
     if seq.detected.any():
         seq = postprocess(seq, config.postprocess)
     timing.total_s += _time.perf_counter() - t0
