@@ -207,6 +207,19 @@ def test_detector_raising_mid_video(tmp_path: Path, fresh_registry: None,
     np.testing.assert_allclose(seq.xy[[5, 6, 15], 0], centres[[5, 6, 15]], atol=2.0)
 
 
+def test_detector_broken_on_every_frame_or_at_start(tmp_path: Path, fresh_registry: None,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    square_video(tmp_path / "sq.mp4", n=4)
+    add_plugin(square_plugin("always-fails", fail_on=tuple(range(10))))
+    out = tmp_path / "kp.npz"
+    assert main(["detect", str(tmp_path / "sq.mp4"), "--out", str(out), "--detector", "always-fails"]) == 2
+    assert "failed on every frame" in capsys.readouterr().err and not out.exists()
+    add_plugin(square_plugin("bad-options", colour="green"))    # SquareDetector has no such option
+    assert main(["detect", str(tmp_path / "sq.mp4"), "--out", str(out), "--detector", "bad-options"]) == 2
+    err = capsys.readouterr().err
+    assert "'bad-options' (plugin bad-options_plugin local) could not start" in err and not out.exists()
+
+
 def test_video_with_nobody(tmp_path: Path, fresh_registry: None, capsys: pytest.CaptureFixture[str]) -> None:
     rng = np.random.default_rng(0)
     frames = [cv2.GaussianBlur(rng.integers(0, 255, (160, 240, 3), dtype=np.uint8), (9, 9), 0) for _ in range(8)]

@@ -9,15 +9,21 @@ from __future__ import annotations
 import logging
 import os
 import time as _time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from opensim_biopose.detect.postprocess import PostprocessConfig, postprocess, select_person
-from opensim_biopose.detect.types import Detector, DetectionFrames, KeypointSequence, KeypointSource
-from opensim_biopose.errors import InputError
+from opensim_biopose.detect.types import (
+    DetectionFrames,
+    Detector,
+    FrameDetection,
+    KeypointSequence,
+    KeypointSource,
+)
+from opensim_biopose.errors import BioPoseError, InputError
 from opensim_biopose.io.video import VideoReader
 from opensim_biopose.plugins import Registry, get_registry
 
@@ -62,7 +68,12 @@ def create_front_end(name: str, registry: Registry | None = None, **options: Any
     registry = registry or get_registry()
     for kind in ("detectors", "keypoint_sources"):
         if name in registry.entries[kind]:
-            return registry.create(kind, name, **options)
+            entry = registry.get(kind, name)
+            try:
+                return entry.factory(**options)
+            except Exception as exc:   # a plugin's constructor: name the plugin, not a traceback
+                raise BioPoseError(f"detector {name!r} (plugin {entry.plugin} {entry.version}) could not "
+                                   f"start: {type(exc).__name__}: {exc}") from exc
     available = sorted([*registry.entries["detectors"], *registry.entries["keypoint_sources"]])
     raise InputError(f"unknown detector {name!r}; available: {', '.join(available) or 'none'}"
                      f"{registry.failure_hint()}")
@@ -74,6 +85,7 @@ def run_detector(detector: Detector, path: str | os.PathLike[str], config: Detec
 
     A frame on which the detector raises counts as "nobody found"; the run goes on, and
     the failure is reported once, at the end (count and first error; also in ``meta``).
+    A detector that fails on every frame is broken: :class:`BioPoseError` naming it.
     """
     timing = timing or FrontEndTiming()
     people, times, failed = [], [], []
@@ -96,6 +108,9 @@ def run_detector(detector: Detector, path: str | os.PathLike[str], config: Detec
             timing.detector_s += _time.perf_counter() - t0
             people.append([_unscale(d, scale) for d in found])
             times.append(frame.time)
+    if failed and len(failed) == len(times):
+        raise BioPoseError(f"detector {type(detector).__name__} failed on every frame of {path}; "
+                           f"first error at {first_error}")
     if failed:
         log.warning("detector %s failed on %d of %d frames (marked missing); first error at %s",
                     type(detector).__name__, len(failed), len(times), first_error)
@@ -106,11 +121,10 @@ def run_detector(detector: Detector, path: str | os.PathLike[str], config: Detec
                            image_size=(info.width, info.height), fps=info.fps, failed_frames=failed, meta=meta)
 
 
-def _unscale(det: Any, scale: float) -> Any:
+def _unscale(det: FrameDetection, scale: float) -> FrameDetection:
     """Detections made on a shrunk frame, back in full-resolution pixels."""
     if scale == 1.0:
         return det
-    from dataclasses import replace
     return replace(det, xy=det.xy / scale, box=det.box / scale)
 
 

@@ -39,7 +39,8 @@ class KeypointLayout:
 class FrameDetection:
     """One person in one frame. Arrays have K = layout.num_keypoints rows.
 
-    ``xy``: (K, 2) pixels; ``confidence``: (K,) in [0, 1] (visibility x presence);
+    ``xy``: (K, 2) pixels; ``confidence``: (K,) in [0, 1] (the detector's own score,
+    e.g. MediaPipe's visibility);
     ``box``: (4,) x0, y0, x1, y1 pixels; ``world_xyz``: (K, 3) metres or None.
     A frame with no person is represented by ``None`` in a sequence, never by zeros.
     """
