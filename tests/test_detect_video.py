@@ -243,6 +243,15 @@ def test_unknown_detector_lists_available(tmp_path: Path, fresh_registry: None,
     assert not out.exists()
 
 
+def test_blocked_default_detector_is_named(tmp_path: Path, fresh_registry: None, monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    square_video(tmp_path / "sq.mp4", n=3)
+    monkeypatch.setenv("OPENSIM_BIOPOSE_BLOCK_PLUGINS", "biopose-mediapipe")
+    assert main(["detect", str(tmp_path / "sq.mp4"), "--out", str(tmp_path / "kp.npz")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown detector 'mediapipe'" in err and "openpose-json" in err
+
+
 @pytest.mark.parametrize("content", [None, b"", b"\x00garbage" * 500])
 def test_bad_video_exit_2_without_output(tmp_path: Path, content: bytes | None,
                                          capsys: pytest.CaptureFixture[str]) -> None:
