@@ -253,3 +253,26 @@ def test_names_indices_and_hash() -> None:
         sk.coordinate_index("elbow_flex")
     with pytest.raises(InputError, match="NOPE"):
         sk.marker_index(["NOPE"])
+
+
+def test_chunked_batches_match_one_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Large CPU batches run in pieces: per-pose scales/offsets and gradients must follow their poses."""
+    import opensim_biopose.kinematics.skeleton as skeleton_module
+
+    sk = Skeleton.from_osim(shared_path("opensim", "models", "Rajagopal2016.osim"))
+    gen = torch.Generator().manual_seed(9)
+    q = random_poses(sk, 20)
+    scales = 0.8 + 0.4 * torch.rand(20, len(sk.body_names), 3, generator=gen, dtype=torch.float64)
+    offsets = sk.marker_offsets + 0.01 * torch.rand(20, len(sk.marker_names), 3, generator=gen, dtype=torch.float64)
+
+    def run() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        qq = q.clone().requires_grad_(True)
+        out = sk.forward(qq, scales=scales, marker_offsets=offsets)
+        (out.markers.square().sum() + out.body_transforms.sum()).backward()
+        return out.markers.detach(), out.body_transforms.detach(), qq.grad
+
+    whole = run()
+    monkeypatch.setattr(skeleton_module, "CPU_CHUNK", 7)
+    pieces = run()
+    for a, b in zip(whole, pieces):
+        assert torch.allclose(a, b, atol=1e-12)

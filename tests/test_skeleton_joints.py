@@ -191,7 +191,7 @@ def test_splines_match_opensim_calc_value(kind: str, count: int) -> None:
     xs = np.linspace(-3, 3, 601)
     ref = _opensim_values(_spline(osim, cls, x, y), xs)
     table = FunctionTable.build([SplineSpec(tuple(x), tuple(y), kind, scale=1.0)])
-    ours = table(torch.from_numpy(xs)[:, None])[:, 0].numpy()
+    ours = table(torch.from_numpy(xs)[None, :])[0].numpy()
     assert np.abs(ours - ref).max() < 1e-12 * max(1.0, np.abs(ref).max())
 
 
@@ -203,7 +203,7 @@ def test_function_table_mixes_kinds_in_order() -> None:
     values = (0.0, 1.0, -1.0, 0.5)
     table = FunctionTable.build([SplineSpec(knots, values, "simm", 2.0), PolynomialSpec(poly), PolynomialSpec((7.0,))])
     xs = torch.linspace(-2, 3, 41, dtype=torch.float64)
-    out = table(xs[:, None].expand(-1, 3))
+    out = table(xs[None, :].expand(3, -1)).T
     spline = _opensim_values(_spline(osim, osim.SimmSpline, knots, values), xs.numpy())
     polynomial = _opensim_values(osim.PolynomialFunction(osim.Vector(list(poly))), xs.numpy())
     assert np.abs(out[:, 0].numpy() - 2.0 * spline).max() < 1e-12

@@ -133,10 +133,10 @@ SPLINE_KINDS: dict[str, Callable[[Tensor, Tensor], SplineCoefficients]] = {
 
 
 def evaluate_polynomials(coefficients: Tensor, x: Tensor) -> Tensor:
-    """Horner evaluation. coefficients (A, P) highest power first; x (B, A) -> (B, A)."""
-    value = coefficients[:, 0].expand_as(x)
+    """Horner evaluation. coefficients (A, P) highest power first; x (A, B) -> (A, B)."""
+    value = coefficients[:, :1].expand_as(x)
     for i in range(1, coefficients.shape[1]):
-        value = value * x + coefficients[:, i]
+        value = value * x + coefficients[:, i : i + 1]
     return value
 
 
@@ -144,27 +144,24 @@ def evaluate_splines(knots: Tensor, coeffs: Tensor, last: Tensor, x: Tensor) -> 
     """Piecewise cubics with linear extrapolation.
 
     knots (A, K) ascending, padded with +inf; coeffs (4, A, K) = y, b, c, d per knot;
-    last (A,) index of each function's last knot; x (B, A) -> (B, A).
+    last (A,) index of each function's last knot; x (A, B) -> (A, B).
     """
-    xt = x.transpose(0, 1).contiguous()  # (A, B)
-    k = torch.searchsorted(knots, xt.detach(), right=True) - 1
+    k = torch.searchsorted(knots, x.detach().contiguous(), right=True) - 1
     k = torch.minimum(k.clamp(min=0), (last - 1).unsqueeze(1))
     xk = torch.gather(knots, 1, k)
     y, b, c, d = (torch.gather(coeffs[i], 1, k) for i in range(4))
-    dx = xt - xk
+    dx = x - xk
     inside = y + dx * (b + dx * (c + dx * d))
     x0, y0, b0 = knots[:, :1], coeffs[0, :, :1], coeffs[1, :, :1]
-    xn = torch.gather(knots, 1, last.unsqueeze(1))
-    yn = torch.gather(coeffs[0], 1, last.unsqueeze(1))
-    bn = torch.gather(coeffs[1], 1, last.unsqueeze(1))
-    value = torch.where(xt < x0, y0 + b0 * (xt - x0), inside)
-    value = torch.where(xt > xn, yn + bn * (xt - xn), value)
-    return value.transpose(0, 1)
+    end = last.unsqueeze(1)
+    xn, yn, bn = torch.gather(knots, 1, end), torch.gather(coeffs[0], 1, end), torch.gather(coeffs[1], 1, end)
+    value = torch.where(x < x0, y0 + b0 * (x - x0), inside)
+    return torch.where(x > xn, yn + bn * (x - xn), value)
 
 
 @dataclass(frozen=True)
 class FunctionTable:
-    """A functions evaluated together: ``y[:, a] = scale[a] * g_a(x[:, a])``.
+    """A functions evaluated together: ``y[a] = scale[a] * g_a(x[a])``, batch last: x, y (A, B).
 
     Polynomials and splines are stored in padded groups; ``order`` gathers the concatenated
     group outputs back into the caller's order. All tensors share one dtype/device.
@@ -224,16 +221,14 @@ class FunctionTable:
         return FunctionTable(**{k: move(v) for k, v in self.__dict__.items()})
 
     def __call__(self, x: Tensor) -> Tensor:
-        """Evaluate: x (B, A) arguments -> (B, A) values."""
+        """Evaluate: x (A, B) arguments -> (A, B) values."""
         parts = []
         if self.poly_columns.numel():
-            parts.append(evaluate_polynomials(self.poly_coefficients, x[:, self.poly_columns]))
+            parts.append(evaluate_polynomials(self.poly_coefficients, x[self.poly_columns]))
         if self.spline_columns.numel():
             parts.append(
-                evaluate_splines(
-                    self.spline_knots, self.spline_coefficients, self.spline_last, x[:, self.spline_columns]
-                )
+                evaluate_splines(self.spline_knots, self.spline_coefficients, self.spline_last, x[self.spline_columns])
             )
         if not parts:
-            return x[:, :0]
-        return torch.cat(parts, 1)[:, self.order] * self.scale
+            return x[:0]
+        return torch.cat(parts, 0)[self.order] * self.scale.unsqueeze(1)

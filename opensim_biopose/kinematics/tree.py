@@ -2,9 +2,16 @@
 
 Frames: ground G (OpenSim Y-up), each body B, and per joint the parent-side frame F (fixed in
 the parent body P) and child-side frame M (fixed in the child body C). For a joint,
-``X_GC = X_GP * X_PF * X_FM(q) * inverse(X_CM)``; X_FM is three rotations applied in sequence
-about their axes (body-fixed), then a translation along parent-frame (F) axes, as in OpenSim's
-CustomJoint. Lengths in metres, angles in radians.
+``X_GC = X_GP * X_PF * X_FM(q) * inverse(X_CM)``; X_FM is up to three rotations applied in
+sequence about their axes (body-fixed), then a translation along parent-frame (F) axes, as in
+OpenSim's CustomJoint. Lengths in metres, angles in radians.
+
+Layout: the batch is the LAST dimension of every tensor here (rotations (J, 3, 3, B),
+points (J, 3, B)), so each elementwise operation runs over contiguous batch rows; this is
+several times faster on CPU than batched 3x3 matrix products. Fixed parts are folded into
+constant matrices once: a rotation by angle a about unit axis k is
+``k k^T + cos(a) (I - k k^T) + sin(a) [k]x``, and the joint's fixed frame rotations are
+multiplied into the first and last factors, so a one-axis joint costs two multiply-adds.
 """
 from __future__ import annotations
 
@@ -13,72 +20,145 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from opensim_biopose.kinematics.rotations import axis_angle_matrix, compose
+
+def rotation_factor_matrices(axis: Tensor) -> Tensor:
+    """Constant parts of rotations about unit ``axis`` (..., 3) -> (3, ..., 3, 3):
+    [k k^T, I - k k^T, [k]x] so that R(a) = F0 + cos(a) F1 + sin(a) F2."""
+    outer = axis.unsqueeze(-1) * axis.unsqueeze(-2)
+    eye = torch.eye(3, dtype=axis.dtype, device=axis.device).expand_as(outer)
+    kx, ky, kz = axis.unbind(-1)
+    zero = torch.zeros_like(kx)
+    cross = torch.stack(
+        [torch.stack([zero, -kz, ky], -1), torch.stack([kz, zero, -kx], -1), torch.stack([-ky, kx, zero], -1)], -2
+    )
+    return torch.stack([outer, eye - outer, cross])
+
+
+def matmul33(a: Tensor, b: Tensor) -> Tensor:
+    """Batch-last 3x3 products: a, b (..., 3, 3, B) -> (..., 3, 3, B)."""
+    out = a[..., :, 0:1, :] * b[..., 0:1, :, :]
+    out = out + a[..., :, 1:2, :] * b[..., 1:2, :, :]
+    return out + a[..., :, 2:3, :] * b[..., 2:3, :, :]
+
+
+def matvec3(r: Tensor, v: Tensor) -> Tensor:
+    """Batch-last rotation of points: r (..., 3, 3, B), v (..., 3, B or 1) -> (..., 3, B)."""
+    return r[..., :, 0, :] * v[..., 0:1, :] + r[..., :, 1, :] * v[..., 1:2, :] + r[..., :, 2, :] * v[..., 2:3, :]
 
 
 @dataclass(frozen=True)
-class JointTransforms:
-    """Per-joint local transforms parent body <- child body, joints in tree order."""
+class RotationGroup:
+    """Joints with the same number k >= 1 of q-dependent rotation axes.
 
-    rotation: Tensor  # (B, J, 3, 3)
-    translation: Tensor  # (B, J, 3) metres, parent body frame
-
-
-def mobilizer_transform(
-    rotation_axes: Tensor, rotation_angles: Tensor, translation_axes: Tensor, translation_values: Tensor
-) -> tuple[Tensor, Tensor]:
-    """X_FM of CustomJoint-style joints.
-
-    rotation_axes (J, 3, 3) [joint, axis i, xyz]; rotation_angles (B, J, 3) rad, applied in
-    sequence R = R0 R1 R2; translation_axes (J, 3, 3); translation_values (B, J, 3) metres
-    along the axes expressed in F. Returns R_FM (B, J, 3, 3) and p_FM (B, J, 3).
+    Their rotation parent body <- child body is F_0(a_0) ... F_{k-1}(a_{k-1}) with
+    F_i(a) = M_i0 + cos(a) M_i1 + sin(a) M_i2; the joint frames are folded into M_0 and M_{k-1}.
     """
-    r = axis_angle_matrix(rotation_axes, rotation_angles)  # (B, J, 3, 3, 3)
-    r_fm = r[:, :, 0] @ r[:, :, 1] @ r[:, :, 2]
-    p_fm = torch.einsum("bji,jik->bjk", translation_values, translation_axes)
-    return r_fm, p_fm
+
+    joints: Tensor  # (Jk,) long: joint indices, tree order
+    rows: Tensor  # (k, Jk) long: rows of the axis-value tensor holding each angle
+    matrices: Tensor  # (k, 3, Jk, 3, 3)
 
 
-def joint_transforms(
-    r_pf: Tensor, p_pf: Tensor, r_fm: Tensor, p_fm: Tensor, r_mc: Tensor, p_mc: Tensor
-) -> JointTransforms:
-    """X_PC = X_PF X_FM X_MC. Fixed frames (J, 3, 3)/(J, 3) or batched (B, J, ...); q-dependent (B, J, ...)."""
-    r_fc, p_fc = compose(r_fm, p_fm, r_mc, p_mc)
-    r, p = compose(r_pf, p_pf, r_fc, p_fc)
-    return JointTransforms(r, p)
+def group_rotations(group: RotationGroup, values: Tensor) -> Tensor:
+    """Rotations (Jk, 3, 3, B) of one group from axis values (A, B) radians."""
+    result = None
+    for i in range(group.rows.shape[0]):
+        angle = values[group.rows[i]].unsqueeze(1).unsqueeze(1)  # (Jk, 1, 1, B)
+        m = group.matrices[i].unsqueeze(-1)  # (3, Jk, 3, 3, 1)
+        factor = m[0] + torch.cos(angle) * m[1] + torch.sin(angle) * m[2]
+        result = factor if result is None else matmul33(result, factor)
+    assert result is not None
+    return result
+
+
+@dataclass(frozen=True)
+class JointLayout:
+    """How local joint transforms are assembled from the axis values."""
+
+    groups: tuple[RotationGroup, ...]
+    fixed_joints: Tensor  # (J0,) long: joints without q-dependent rotations
+    fixed_rotations: Tensor  # (J0, 3, 3) their constant rotation parent body <- child body
+    order: Tensor  # (J,) long: gathers [fixed, group 1, group 2, ...] rows back into joint order
+    translation_joints: Tensor  # (T,) long: joint of each q-dependent translation axis
+    translation_rows: Tensor  # (T,) long: row of its value
+    translation_axes: Tensor  # (T, 3) axis in the parent body (F axis rotated by F's orientation)
+    translation_scale_axes: Tensor  # (T, 3) axis in F (OpenSim scales by axis . parent factors)
+    translation_parent: Tensor  # (T,) long: parent body slot of each axis (for scaling)
+    p_pf: Tensor  # (J, 3) origin of F in the parent body, metres
+    p_cm: Tensor  # (J, 3) origin of M in the child body, metres
+    parent_body: Tensor  # (J,) long: parent body slot (0 = ground)
+    child_body: Tensor  # (J,) long: child body slot
+
+
+def local_rotations(layout: JointLayout, values: Tensor) -> Tensor:
+    """Rotations parent body <- child body (J, 3, 3, B) from axis values (A, B)."""
+    batch = values.shape[1]
+    parts = [layout.fixed_rotations.unsqueeze(-1).expand(-1, -1, -1, batch)]
+    parts += [group_rotations(g, values) for g in layout.groups]
+    return torch.cat(parts, 0)[layout.order]
+
+
+def local_translations(layout: JointLayout, values: Tensor, rotations: Tensor, scales: Tensor | None) -> Tensor:
+    """Origins of child bodies in parent bodies (J, 3, B), metres.
+
+    p = p_PF + sum_i t_i (R_PF axis_i) - R_PC p_CM; with per-body ``scales`` (1 + NB, 3, B or 1)
+    (slot 0 = ground) as OpenSim's Model.scale: p_PF by the parent's factors, p_CM by the child's,
+    and each translation value t_i by (axis_i . parent factors).
+    """
+    t = values[layout.translation_rows]  # (T, B)
+    p_pf, p_cm = layout.p_pf.unsqueeze(-1), layout.p_cm.unsqueeze(-1)
+    if scales is not None:
+        s_axis = scales[layout.translation_parent]  # (T, 3, B|1)
+        t = t * (layout.translation_scale_axes.unsqueeze(-1) * s_axis).sum(1)
+        p_pf = p_pf * scales[layout.parent_body]
+        p_cm = p_cm * scales[layout.child_body]
+    moved = (t.unsqueeze(1) * layout.translation_axes.unsqueeze(-1))  # (T, 3, B)
+    batch = rotations.shape[-1]
+    p = p_pf.expand(-1, -1, batch).index_add(0, layout.translation_joints, moved)
+    return p - matvec3(rotations, p_cm)
+
+
+def homogeneous(rotations: Tensor, translations: Tensor) -> Tensor:
+    """Batch-last 4x4 transforms (J, 4, 4, B) from rotations (J, 3, 3, B) and origins (J, 3, B)."""
+    top = torch.cat([rotations, translations.unsqueeze(2)], 2)  # (J, 3, 4, B)
+    row = top.new_tensor([0.0, 0.0, 0.0, 1.0]).view(1, 1, 4, 1).expand(top.shape[0], 1, 4, top.shape[-1])
+    return torch.cat([top, row], 1)
+
+
+def compose_affine(parent: Tensor, local: Tensor) -> Tensor:
+    """Batch-last [R | p] (..., 3, 4, B) times homogeneous (..., 4, 4, B) -> (..., 3, 4, B)."""
+    out = parent[..., :, 0:1, :] * local[..., 0:1, :, :]
+    for k in range(1, 4):
+        out = out + parent[..., :, k : k + 1, :] * local[..., k : k + 1, :, :]
+    return out
 
 
 @dataclass(frozen=True)
 class TreeLevels:
-    """Joints grouped by depth. Slot 0 is ground; joint j (tree order) writes slot j + 1.
-
-    ``bounds[l]:bounds[l+1]`` are the joints of depth l; ``parent_slot`` (J,) long.
-    """
+    """Joints in tree order grouped by depth: ``bounds[l]:bounds[l+1]`` have depth l and their
+    parents at depth l - 1; ``parents[l]`` (Jl,) long indexes the previous level's rows."""
 
     bounds: tuple[int, ...]
-    parent_slot: Tensor
+    parents: tuple[Tensor, ...]
 
 
-def accumulate(levels: TreeLevels, local: JointTransforms) -> tuple[Tensor, Tensor]:
-    """Ground <- body transforms for every slot: R (B, 1 + J, 3, 3), p (B, 1 + J, 3)."""
-    batch = local.rotation.shape[0]
-    eye = torch.eye(3, dtype=local.rotation.dtype, device=local.rotation.device)
-    rotations = [eye.expand(batch, 1, 3, 3)]
-    positions = [local.translation.new_zeros(batch, 1, 3)]
-    for start, end in zip(levels.bounds[:-1], levels.bounds[1:]):
-        parents = levels.parent_slot[start:end]
-        r_all = torch.cat(rotations, 1)
-        p_all = torch.cat(positions, 1)
-        r, p = compose(
-            r_all[:, parents], p_all[:, parents], local.rotation[:, start:end], local.translation[:, start:end]
-        )
-        rotations.append(r)
-        positions.append(p)
-    return torch.cat(rotations, 1), torch.cat(positions, 1)
+def accumulate(levels: TreeLevels, local: Tensor) -> Tensor:
+    """Ground <- body transforms [R | p] (1 + J, 3, 4, B) for ground (slot 0) and every joint's
+    child body, from the local homogeneous transforms parent body <- child body (J, 4, 4, B)."""
+    batch = local.shape[-1]
+    ground = torch.eye(3, 4, dtype=local.dtype, device=local.device).view(1, 3, 4, 1).expand(1, 3, 4, batch)
+    out = [ground]
+    for level, parents in enumerate(levels.parents):
+        start, end = levels.bounds[level], levels.bounds[level + 1]
+        if level == 0:  # children of ground
+            out.append(local[start:end, :3])
+        else:
+            out.append(compose_affine(out[-1][parents], local[start:end]))
+    return torch.cat(out, 0)
 
 
-def points_in_ground(rotation: Tensor, translation: Tensor, slot: Tensor, offsets: Tensor) -> Tensor:
-    """Points fixed in bodies -> ground. rotation (B, S, 3, 3), translation (B, S, 3),
-    slot (M,) long, offsets (M, 3) or (B, M, 3) metres in the body -> (B, M, 3) metres."""
-    r = rotation[:, slot]
-    return (r @ offsets.unsqueeze(-1)).squeeze(-1) + translation[:, slot]
+def points_in_ground(transforms: Tensor, slot: Tensor, offsets: Tensor) -> Tensor:
+    """Points fixed in bodies -> ground (M, 3, B), metres. transforms [R | p] (S, 3, 4, B),
+    slot (M,) long, offsets (M, 3, B or 1) metres in the body."""
+    t = transforms[slot]
+    return matvec3(t[:, :, :3], offsets) + t[:, :, 3]

@@ -1,0 +1,144 @@
+"""Forward-kinematics speed: Skeleton.forward (batched torch) vs OpenSim's per-state loop.
+
+    .venv/bin/python benchmarks/bench_skeleton.py [--batch 4096] [--opensim-poses 300] [--threads 1]
+
+For the default model (osim_models/biopose_fullbody.osim) when it exists, and Rajagopal2016 /
+the gait2354 subject model from ../shared/data (skipped with a message when absent), it
+prints poses/s of
+  * Skeleton.forward on CPU, batch 4096, float32 and float64 (markers + body transforms),
+  * the same with a backward pass (what IK refinement and training pay),
+  * OpenSim's loop: set every coordinate in one State, realizePosition, read all markers
+    (falls back to all body origins when the model has no markers),
+measured in this run on the same threads, with the ratio Skeleton / OpenSim (target >= 1000x).
+Also the largest marker difference between the two over the OpenSim poses (metres).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from opensim_biopose.kinematics import Skeleton  # noqa: E402
+
+SHARED = ROOT.parent / "shared" / "data" / "opensim"
+MODELS = {
+    "biopose_fullbody (default)": ROOT / "osim_models" / "biopose_fullbody.osim",
+    "Rajagopal2016 + lab markers": SHARED / "trials" / "rajagopal_walk" / "subject_scaled_walk.osim",
+    "gait2354 subject01": SHARED / "trials" / "gait2354_walk1" / "subject01_simbody.osim",
+}
+
+
+@dataclass(frozen=True)
+class Timing:
+    poses_per_s: float
+    seconds_per_call: float
+
+
+def time_calls(fn: Callable[[], object], poses_per_call: int, repeats: int) -> Timing:
+    """Median wall time over ``repeats`` calls after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    median = statistics.median(times)
+    return Timing(poses_per_call / median, median)
+
+
+def random_poses(sk: Skeleton, count: int, seed: int = 0) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    lo, hi = sk.coordinate_ranges.double().unbind(1)
+    q = lo + (hi - lo) * torch.rand(count, len(lo), generator=gen, dtype=torch.float64)
+    return torch.where(sk.coordinate_locked, sk.coordinate_defaults.double(), q)
+
+
+def opensim_loop(path: Path, sk: Skeleton, q_full: np.ndarray) -> tuple[Timing, np.ndarray]:
+    """OpenSim's FK, one state: set q (dependents set consistently), realizePosition, read points."""
+    import opensim as osim
+
+    osim.Logger.removeFileSink()
+    osim.Logger.setLevelString("error")
+    model = osim.Model(str(path))
+    state = model.initSystem()
+    coords = [model.getCoordinateSet().get(n) for n in sk.coordinate_names]
+    if sk.marker_names:
+        points = [model.getMarkerSet().get(n) for n in sk.marker_names]
+        read = [p.getLocationInGround for p in points]
+    else:
+        bodies = [model.getBodySet().get(n) for n in sk.body_names]
+        read = [b.getPositionInGround for b in bodies]
+    out = np.empty((len(q_full), len(read), 3))
+    start = time.perf_counter()
+    for i, row in enumerate(q_full):
+        for coord, value in zip(coords, row):
+            coord.setValue(state, float(value), False)
+        model.realizePosition(state)
+        for k, r in enumerate(read):
+            v = r(state)
+            out[i, k] = (v.get(0), v.get(1), v.get(2))
+    elapsed = time.perf_counter() - start
+    return Timing(len(q_full) / elapsed, elapsed / len(q_full)), out
+
+
+def bench_model(name: str, path: Path, batch: int, opensim_poses: int, repeats: int) -> None:
+    if not path.exists():
+        print(f"\n{name}: skipped ({path} is absent)")
+        return
+    sk64 = Skeleton.from_osim(path)
+    sk32 = sk64.to(dtype=torch.float32)
+    q = random_poses(sk64, batch)
+    print(f"\n{name}: {len(sk64.coordinate_names)} coordinates, {len(sk64.body_names)} bodies, "
+          f"{len(sk64.marker_names)} markers  ({path})")
+
+    q_small = sk64.forward(q[:opensim_poses]).q_full
+    reference, points = opensim_loop(path, sk64, q_small.numpy())
+    ours = sk64.forward(q_small)
+    ours_points = ours.markers if sk64.marker_names else ours.body_transforms[..., :3, 3]
+    diff = float(np.abs(ours_points.numpy() - points).max())
+    print(f"  OpenSim loop (set q, realizePosition, read {points.shape[1]} points): "
+          f"{reference.poses_per_s:10.0f} poses/s   ({opensim_poses} poses; max |diff| vs Skeleton {diff:.1e} m)")
+
+    for label, sk, qq in (("float32", sk32, q.float()), ("float64", sk64, q)):
+        fwd = time_calls(lambda: sk.forward(qq), batch, repeats)
+        q_grad = qq.clone().requires_grad_(True)
+
+        def forward_backward() -> None:
+            out = sk.forward(q_grad)
+            (out.markers.sum() + out.body_transforms.sum()).backward()
+
+        with torch.no_grad():
+            no_grad = time_calls(lambda: sk.forward(qq), batch, repeats)
+        fb = time_calls(forward_backward, batch, max(2, repeats // 2))
+        print(f"  Skeleton.forward {label}, batch {batch}: {fwd.poses_per_s:12.0f} poses/s  "
+              f"ratio {fwd.poses_per_s / reference.poses_per_s:8.0f}x   "
+              f"(no_grad {no_grad.poses_per_s:10.0f}/s {no_grad.poses_per_s / reference.poses_per_s:6.0f}x; "
+              f"forward+backward {fb.poses_per_s:10.0f}/s {fb.poses_per_s / reference.poses_per_s:6.0f}x)")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, default=4096)
+    parser.add_argument("--opensim-poses", type=int, default=300)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (OpenSim runs on one)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {args.threads} CPU thread(s)")
+    for name, path in MODELS.items():
+        bench_model(name, path, args.batch, args.opensim_poses, args.repeats)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
