@@ -158,3 +158,51 @@ def test_ik_failed_run_leaves_an_existing_output_untouched(tmp_path: Path) -> No
 def test_ik_requires_setup_or_model_and_markers(tmp_path: Path, capsys) -> None:
     assert main(["ik", "--model", str(tmp_path / "m.osim")]) == 2
     assert "--setup" in capsys.readouterr().err
+
+
+def _neurik_or_skip():
+    try:
+        import opensim_biopose.neurik as neurik
+    except ImportError as exc:  # NeurIK is another stage; the default-pose path is tested above
+        pytest.skip(f"opensim_biopose.neurik is not importable: {exc}")
+    return neurik
+
+
+def test_ik_without_neurik_weights_and_no_train_names_the_training_command(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    _neurik_or_skip()
+    out = tmp_path / "x.mot"
+    setup = _setup_with(tmp_path)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # an empty user cache
+    code = main(["ik", "--setup", str(setup), "--out", str(out), "--init", "neurik", "--no-train", *SLICE])
+    assert code == 2
+    assert "train-neurik" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_ik_with_a_neurik_checkpoint_and_refine(tmp_path: Path) -> None:
+    neurik = _neurik_or_skip()
+    from opensim_biopose.io.ik_setup import read_ik_setup
+    from opensim_biopose.kinematics import Skeleton
+
+    setup = read_ik_setup(shared_path(*GAIT, "subject01_Setup_IK.xml"))
+    sk = Skeleton.from_osim(setup.model_file)
+    weights = setup.marker_weights()
+    names = [n for n in sk.marker_names if n in weights]
+    ckpt = tmp_path / "tiny.safetensors"
+    # Two training steps: a poor network, which is the point: refinement must repair its start.
+    neurik.train_neurik(sk, names, [weights[n] for n in names], None, neurik.TrainConfig(steps=2, batch=2),
+                        ckpt, resume=False, progress=False)
+    args = ["ik", "--setup", str(setup.setup_file), "--weights", str(ckpt), "--time-range", "0.4", "0.45"]
+    assert main([*args, "--out", str(tmp_path / "net.mot")]) == 0
+    assert main([*args, "--out", str(tmp_path / "refined.mot"), "--refine"]) == 0
+    rms = {
+        name: osim.TimeSeriesTable(str(tmp_path / f"{name}_ik_marker_errors.sto"))
+        .getDependentColumn("marker_error_RMS").to_numpy().copy()
+        for name in ("net", "refined")
+    }
+    assert np.all(rms["refined"] < 0.03)  # OpenSim fits these frames to ~22 mm
+    assert np.all(rms["refined"] <= rms["net"] + 1e-9)
+    assert _labels(osim.Storage(str(tmp_path / "refined.mot"))) == _labels(
+        osim.Storage(str(shared_path(*GAIT, "reference_ik_acc1e-6.mot"))))
