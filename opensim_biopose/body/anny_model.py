@@ -119,7 +119,7 @@ class AnnyBody(BodyModel):
         self._bone_index = torch.tensor([labels.index(b) for b in POSE_BONES], dtype=torch.long)
         self._num_bones = len(labels)
         self._faces = self._anny.get_triangular_faces().to(torch.long)
-        self._regressors: dict[str, VertexRegressor] = {}
+        self._regressor: VertexRegressor | None = None
 
     @property
     def pose_joint_names(self) -> tuple[str, ...]:
@@ -152,17 +152,29 @@ class AnnyBody(BodyModel):
     def pose_prior_weights(self) -> torch.Tensor:
         return torch.tensor([_PRIOR_WEIGHTS.get(_bone_kind(b), 1.0) for b in POSE_BONES])
 
-    def forward(self, pose: torch.Tensor, shape: torch.Tensor,
-                transl: torch.Tensor | None = None) -> BodyOutput:
-        """(B, P, 3) rad, (1|B, 6) phenotypes, (B, 3) m -> vertices (B, 13718, 3), joints (B, 104, 3)."""
+    def forward(self, pose: torch.Tensor, shape: torch.Tensor, transl: torch.Tensor | None = None,
+                vertex_ids: torch.Tensor | None = None) -> BodyOutput:
+        """(B, P, 3) rad, (1|B, 6) phenotypes, (B, 3) m -> vertices (B, 13718 or N, 3), joints (B, 104, 3).
+
+        ``vertex_ids`` (N,): skin only these vertices (a fit needs a few hundred of 13,718).
+        """
         batch = check_pose_shape(self, pose, shape)
         dtype = self.config.dtype
+        anny = self._anny
         rot = axis_angle_to_matrix(pose.to(dtype))                        # (B, P, 3, 3)
         deltas = torch.eye(4, dtype=dtype).repeat(batch, self._num_bones, 1, 1)
         deltas = _scatter_rotations(deltas, self._bone_index, rot)
-        out = self._anny(deltas, shape.to(dtype))
-        vertices = out["vertices"]
-        joints = out["bone_poses"][..., :3, 3]
+        no_extra = shape.new_zeros(shape.shape[0], 0)
+        coeffs = anny._get_phenotype_blendshape_coefficients(shape.to(dtype), no_extra, no_extra)
+        rest = anny.get_rest_model(coeffs)                                # rest mesh of each shape
+        transforms, bone_poses = anny.get_bone_transforms(deltas, rest["rest_bone_poses"])
+        rest_vertices = rest["rest_vertices"]
+        if vertex_ids is None:
+            vertices = anny.get_skinned_vertices(rest_vertices.expand(transforms.shape[0], -1, -1), transforms)
+        else:
+            vertices = skin_subset(rest_vertices[:, vertex_ids], anny.vertex_bone_weights[vertex_ids],
+                                   anny.vertex_bone_indices[vertex_ids], transforms)
+        joints = bone_poses[..., :3, 3]
         if vertices.shape[0] != batch:
             vertices = vertices.expand(batch, -1, -1)
             joints = joints.expand(batch, -1, -1)
@@ -172,29 +184,29 @@ class AnnyBody(BodyModel):
         return BodyOutput(vertices=vertices, joints=joints)
 
     @property
-    def keypoint_layouts(self) -> tuple[str, ...]:
-        return tuple(_keypoint_doc()["layouts"])
+    def keypoint_names(self) -> tuple[str, ...]:
+        return tuple(_keypoint_doc()["keypoints"])
 
-    def keypoint_regressor(self, layout: str) -> VertexRegressor:
-        if layout not in self._regressors:
-            self._regressors[layout] = self._build_regressor(layout)
-        return self._regressors[layout]
+    def keypoint_regressor(self) -> VertexRegressor:
+        if self._regressor is None:
+            coco = _anny_coco_rows(self._anny)
+            rows = {name: coco[e["anny_coco"]] if "anny_coco" in e else (e["vertices"], e["weights"])
+                    for name, e in _keypoint_doc()["keypoints"].items()}
+            self._regressor = VertexRegressor.from_rows(rows)
+            self._regressor.check_vertex_count(self.num_vertices, KEYPOINT_FILE)
+        return self._regressor
 
-    def _build_regressor(self, layout: str) -> VertexRegressor:
-        layouts = _keypoint_doc()["layouts"]
-        if layout not in layouts:
-            raise InputError(
-                f"body model 'anny' has no keypoint correspondences for layout {layout!r} "
-                f"(it has: {', '.join(layouts)}); add a '{layout}' table mapping each keypoint name "
-                f"to Anny vertices to opensim_biopose/body/data/{KEYPOINT_FILE}"
-            )
-        coco = _anny_coco_rows(self._anny)
-        rows: dict[str, tuple[list[int], list[float]]] = {}
-        for name, entry in layouts[layout].items():
-            rows[name] = coco[entry["anny_coco"]] if "anny_coco" in entry else (entry["vertices"], entry["weights"])
-        regressor = VertexRegressor.from_rows(rows)
-        regressor.check_vertex_count(self.num_vertices, f"{KEYPOINT_FILE} layout {layout}")
-        return regressor
+
+def skin_subset(rest: torch.Tensor, weights: torch.Tensor, bones: torch.Tensor,
+                transforms: torch.Tensor) -> torch.Tensor:
+    """Linear blend skinning of a few vertices.
+
+    rest: (1|B, N, 3) rest positions; weights, bones: (N, k) skinning weights and bone indices;
+    transforms: (B, J, 4, 4) rest -> posed bone transforms. Returns (B, N, 3).
+    """
+    t = transforms[:, bones.long(), :3, :]                               # (B, N, k, 3, 4)
+    blend = (weights.to(t.dtype)[None, :, :, None, None] * t).sum(dim=2)   # (B, N, 3, 4)
+    return (blend[..., :3] @ rest.expand(t.shape[0], -1, -1)[..., None])[..., 0] + blend[..., 3]
 
 
 def _scatter_rotations(deltas: torch.Tensor, bones: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:

@@ -93,6 +93,22 @@ class VertexRegressor:
         weights = self.weights.to(dtype=vertices.dtype, device=vertices.device)
         return torch.einsum("ms,bmsd->bmd", weights, gathered)
 
+    def compact(self) -> tuple[torch.Tensor, VertexRegressor]:
+        """(N,) the vertices this regressor reads, and the regressor re-indexed into them.
+
+        ``r.positions(v) == compact_r.positions(v[:, ids])``: evaluate a body model on ``ids`` only.
+        """
+        ids, inverse = torch.unique(self.indices, return_inverse=True)
+        return ids, VertexRegressor(self.names, inverse.reshape(self.indices.shape), self.weights)
+
+    def sparsified(self, max_vertices: int) -> VertexRegressor:
+        """Keep each point's ``max_vertices`` largest weights, renormalised (dense joint
+        regressors read hundreds of vertices; 32 keep Anny's COCO points within ~4 mm)."""
+        if self.indices.shape[1] <= max_vertices:
+            return self
+        w, j = self.weights.topk(max_vertices, dim=1)
+        return VertexRegressor(self.names, self.indices.gather(1, j), w / w.sum(dim=1, keepdim=True))
+
     def subset(self, names: tuple[str, ...]) -> VertexRegressor:
         """The named points only, in the given order."""
         index = {n: i for i, n in enumerate(self.names)}
@@ -174,22 +190,25 @@ class BodyModel(abc.ABC):
         """V, the number of mesh vertices."""
 
     @abc.abstractmethod
-    def forward(self, pose: torch.Tensor, shape: torch.Tensor,
-                transl: torch.Tensor | None = None) -> BodyOutput:
-        """Pose the body; see the class docstring for shapes and units."""
+    def forward(self, pose: torch.Tensor, shape: torch.Tensor, transl: torch.Tensor | None = None,
+                vertex_ids: torch.Tensor | None = None) -> BodyOutput:
+        """Pose the body; see the class docstring for shapes and units.
 
-    @abc.abstractmethod
-    def keypoint_regressor(self, layout: str) -> VertexRegressor:
-        """Detector keypoints of ``layout`` (e.g. ``"blazepose33"``) on this mesh.
-
-        Raises InputError naming the layouts this model has correspondences for when
-        ``layout`` is unknown. Only keypoints the model defines are returned.
+        ``vertex_ids`` (N,): return only these vertices, (B, N, 3) (models may skip the others).
         """
 
     @property
     @abc.abstractmethod
-    def keypoint_layouts(self) -> tuple[str, ...]:
-        """Detector layouts this model declares correspondences for."""
+    def keypoint_names(self) -> tuple[str, ...]:
+        """Detector keypoint names this model declares correspondences for.
+
+        Names follow :mod:`opensim_biopose.detect.layouts` (the same anatomical point has the
+        same snake_case name in every layout), so a layout is matched by name.
+        """
+
+    @abc.abstractmethod
+    def keypoint_regressor(self) -> VertexRegressor:
+        """All declared detector keypoints (:attr:`keypoint_names`) on this mesh."""
 
     def pose_limits(self) -> dict[str, PoseLimit]:
         """Soft limits per pose joint name; joints not listed are only regularised."""
@@ -203,9 +222,9 @@ class BodyModel(abc.ABC):
         """(batch, P, 3) rest pose."""
         return torch.zeros(batch, len(self.pose_joint_names), 3)
 
-    def __call__(self, pose: torch.Tensor, shape: torch.Tensor,
-                 transl: torch.Tensor | None = None) -> BodyOutput:
-        return self.forward(pose, shape, transl)
+    def __call__(self, pose: torch.Tensor, shape: torch.Tensor, transl: torch.Tensor | None = None,
+                 vertex_ids: torch.Tensor | None = None) -> BodyOutput:
+        return self.forward(pose, shape, transl, vertex_ids)
 
 
 def check_pose_shape(model: BodyModel, pose: torch.Tensor, shape: torch.Tensor) -> int:

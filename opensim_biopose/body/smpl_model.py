@@ -110,7 +110,7 @@ class SmplBody(BodyModel):
             cls = {"smpl": smplx.SMPL, "smplh": smplx.SMPLH, "smplx": smplx.SMPLX}[config.model_type]
             module = cls(model_path=str(path), gender=config.gender, num_betas=config.num_betas,
                          use_pca=False, ext=path.suffix.lstrip("."))
-        except (KeyError, ValueError, OSError, EOFError, AttributeError, IndexError) as exc:
+        except Exception as exc:  # smplx's loaders raise anything from pickle/zip/numpy on a bad file
             raise InputError(f"{path} is not a readable {config.model_type.upper()} model file: {exc}") from exc
         self._module = module.eval()
         self._file = path
@@ -118,7 +118,7 @@ class SmplBody(BodyModel):
         self._num_tree_joints = int(module.parents.shape[0])
         self._pose_names = JOINT_NAMES[1: 1 + self.variant.num_body_joints]
         self._faces = torch.as_tensor(module.faces.astype("int64"))
-        self._regressors: dict[str, VertexRegressor] = {}
+        self._regressor: VertexRegressor | None = None
 
     @property
     def pose_joint_names(self) -> tuple[str, ...]:
@@ -152,8 +152,8 @@ class SmplBody(BodyModel):
             "right_knee": PoseLimit((-8, -30, -12), (150, 30, 12)),
         }
 
-    def forward(self, pose: torch.Tensor, shape: torch.Tensor,
-                transl: torch.Tensor | None = None) -> BodyOutput:
+    def forward(self, pose: torch.Tensor, shape: torch.Tensor, transl: torch.Tensor | None = None,
+                vertex_ids: torch.Tensor | None = None) -> BodyOutput:
         """(B, P, 3) rad, (1|B, num_betas), (B, 3) m -> vertices (B, V, 3), joints (B, J, 3)."""
         from smplx.lbs import lbs
 
@@ -164,36 +164,32 @@ class SmplBody(BodyModel):
         betas = shape.expand(batch, -1).to(m.shapedirs.dtype)
         vertices, joints = lbs(betas, full.reshape(batch, -1), m.v_template, m.shapedirs, m.posedirs,
                                m.J_regressor, self._parents, m.lbs_weights)
+        if vertex_ids is not None:
+            vertices = vertices[:, vertex_ids]
         if transl is not None:
             vertices = vertices + transl[:, None, :]
             joints = joints + transl[:, None, :]
         return BodyOutput(vertices=vertices, joints=joints)
 
     @property
-    def keypoint_layouts(self) -> tuple[str, ...]:
-        return tuple(_keypoint_doc()["layouts"])
+    def keypoint_names(self) -> tuple[str, ...]:
+        return tuple(self.keypoint_regressor().names)
 
-    def keypoint_regressor(self, layout: str) -> VertexRegressor:
-        if layout not in self._regressors:
-            self._regressors[layout] = self._build_regressor(layout)
-        return self._regressors[layout]
+    def keypoint_regressor(self) -> VertexRegressor:
+        """Declared keypoints; landmark-vertex ones only for files of the standard vertex count."""
+        if self._regressor is None:
+            self._regressor = self._build_regressor()
+        return self._regressor
 
-    def _build_regressor(self, layout: str) -> VertexRegressor:
+    def _build_regressor(self) -> VertexRegressor:
         from smplx.vertex_ids import vertex_ids
 
-        layouts = _keypoint_doc()["layouts"]
-        if layout not in layouts:
-            raise InputError(
-                f"body model {self.name!r} has no keypoint correspondences for layout {layout!r} "
-                f"(it has: {', '.join(layouts)}); add a '{layout}' table to "
-                f"opensim_biopose/body/data/{KEYPOINT_FILE}"
-            )
         standard = self.num_vertices == self.variant.num_vertices
         ids = vertex_ids[self.variant.vertex_ids]
         regressor = self._module.J_regressor
         rows: dict[str, tuple[list[int], list[float]]] = {}
         skipped = []
-        for name, entry in layouts[layout].items():
+        for name, entry in _keypoint_doc()["keypoints"].items():
             if "joint" in entry:
                 row = regressor[JOINT_NAMES.index(entry["joint"])]
                 nz = torch.nonzero(row.abs() > 1e-8).flatten()
@@ -206,7 +202,7 @@ class SmplBody(BodyModel):
             log.warning("%s: %d-vertex model is not the standard topology; keypoints %s left out",
                         self._file, self.num_vertices, ", ".join(skipped))
         out = VertexRegressor.from_rows(rows)
-        out.check_vertex_count(self.num_vertices, f"{KEYPOINT_FILE} layout {layout}")
+        out.check_vertex_count(self.num_vertices, KEYPOINT_FILE)
         return out
 
 

@@ -1,0 +1,66 @@
+"""Pinhole camera and the camera -> OpenSim ground transform: pure functions.
+
+Camera frame (OpenCV): x to the image's right, y down the image, z along the optical axis
+(away from the camera), metres; pixels with the origin at the top-left of the upright image.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from opensim_biopose.body.rotations import rotation_about_y
+
+# OpenSim ground axes in the camera frame for a level camera and a subject facing it:
+# ground X (the subject's anterior) = towards the camera (-z), ground Y (up) = -y,
+# ground Z (the subject's right) = image left (-x). Columns are the ground axes.
+CAMERA_FROM_GROUND = ((0.0, 0.0, -1.0), (0.0, -1.0, 0.0), (-1.0, 0.0, 0.0))
+
+# Focal length when the video carries none: 0.9 x the longer image side, i.e. a ~58 deg
+# field of view across it, between phone main cameras (~65-70 deg) and the lab camera of
+# the shared Pose2Sim demo (1681 px for 1920 px, ~59 deg). Depth and body size absorb
+# the error together, so a rough value costs little in the root-relative pose.
+DEFAULT_FOCAL_FACTOR = 0.9
+
+
+@dataclass(frozen=True)
+class PinholeCamera:
+    """Intrinsics in pixels; no distortion."""
+
+    focal_px: float
+    cx: float
+    cy: float
+
+    @staticmethod
+    def for_image(width: int, height: int, focal_px: float | None = None) -> PinholeCamera:
+        """Principal point at the image centre; focal length given or estimated from the size."""
+        if width <= 0 or height <= 0:
+            raise ValueError(f"image size must be positive, got {width}x{height}")
+        focal = focal_px if focal_px else DEFAULT_FOCAL_FACTOR * max(width, height)
+        return PinholeCamera(float(focal), width / 2.0, height / 2.0)
+
+    @property
+    def fov_deg(self) -> float:
+        """Field of view across 2*cx pixels."""
+        return math.degrees(2.0 * math.atan(self.cx / self.focal_px))
+
+
+def project(points: torch.Tensor, camera: PinholeCamera, min_depth: float = 0.05) -> torch.Tensor:
+    """(..., 3) camera-frame points, metres -> (..., 2) pixels. Depth clamped at ``min_depth``."""
+    z = points[..., 2:3].clamp(min=min_depth)
+    uv = points[..., :2] / z
+    return torch.stack([camera.focal_px * uv[..., 0] + camera.cx,
+                        camera.focal_px * uv[..., 1] + camera.cy], dim=-1)
+
+
+def ground_from_camera(facing_camera: torch.Tensor) -> torch.Tensor:
+    """(3, 3) rotation taking camera-frame vectors to OpenSim ground, level camera assumed.
+
+    ``facing_camera``: (3,) the subject's anterior direction in the camera frame (first frame);
+    the result turns it to ground +X (its vertical part is ignored), Y up = -camera y.
+    """
+    c = torch.tensor(CAMERA_FROM_GROUND, dtype=facing_camera.dtype)
+    f = c.T @ facing_camera
+    yaw = torch.atan2(-f[2], f[0])          # f = (cos yaw, ., -sin yaw) in the xz-plane
+    return rotation_about_y(-yaw) @ c.T
