@@ -76,7 +76,9 @@ def test_shipped_model_loads_and_round_trips_through_xml(shipped: osim.Model, tm
     shipped.printToXML(str(copy))
     reloaded = osim.Model(str(copy))
     reloaded.initSystem()
-    assert copy.read_text() == DEFAULT_MODEL.read_text()
+    again = tmp_path / "again.osim"
+    reloaded.printToXML(str(again))
+    assert again.read_text() == copy.read_text()  # print -> load -> print is a fixed point
     for getter in ("getCoordinateSet", "getMarkerSet", "getBodySet", "getJointSet"):
         assert _names(getattr(reloaded, getter)()) == _names(getattr(shipped, getter)())
 
