@@ -31,9 +31,11 @@ def shared_path(*parts: str) -> Path:
     return path
 
 
-@pytest.fixture(autouse=True)
-def _no_opensim_log(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Keep OpenSim from writing opensim.log into the working directory."""
+def pytest_configure(config: pytest.Config) -> None:
+    """Keep OpenSim from writing opensim.log into the working directory.
+
+    Done at configure time, before any fixture (module-scoped ones included) loads a model.
+    """
     import opensim as osim
 
     osim.Logger.removeFileSink()
