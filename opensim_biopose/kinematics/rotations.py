@@ -1,8 +1,9 @@
-"""Pure tensor rotation / rigid-transform math used by the forward kinematics.
+"""Pure batch-last rotation / rigid-transform math used by the forward kinematics.
 
-Conventions: a rotation ``R_AB`` (..., 3, 3) maps vectors expressed in frame B to frame A;
-a transform ``(R_AB, p_AB)`` places B's origin at ``p_AB`` (metres, expressed in A).
-Angles are radians. Every function is batched over leading dimensions and differentiable.
+Layout: the batch is the LAST dimension (rotations (..., 3, 3, B), points (..., 3, B)), so
+every elementwise operation runs over contiguous batch rows. Transforms are ``[R | p]``
+(..., 3, 4, B) or homogeneous (..., 4, 4, B); ``R_AB`` maps vectors in frame B to frame A and
+``p_AB`` is B's origin in A, metres. Angles in radians. All functions are differentiable.
 """
 from __future__ import annotations
 
@@ -10,55 +11,41 @@ import torch
 from torch import Tensor
 
 
-def axis_angle_matrix(axis: Tensor, angle: Tensor) -> Tensor:
-    """Rotation matrices about unit ``axis`` (..., 3) by ``angle`` (...) radians -> (..., 3, 3).
-
-    Rodrigues' formula, R = I cos(a) + sin(a) [k]x + (1 - cos(a)) k k^T; ``axis`` broadcasts
-    against ``angle`` (e.g. axis (J, 3) with angle (B, J)).
-    """
-    axis, angle = torch.broadcast_tensors(axis, angle.unsqueeze(-1))
-    cos = torch.cos(angle[..., 0])[..., None, None]
-    sin = torch.sin(angle[..., 0])[..., None, None]
+def rotation_factor_matrices(axis: Tensor) -> Tensor:
+    """Constant parts of rotations about unit ``axis`` (..., 3) -> (3, ..., 3, 3):
+    [k k^T, I - k k^T, [k]x] so that R(a) = F0 + cos(a) F1 + sin(a) F2."""
+    outer = axis.unsqueeze(-1) * axis.unsqueeze(-2)
+    eye = torch.eye(3, dtype=axis.dtype, device=axis.device).expand_as(outer)
     kx, ky, kz = axis.unbind(-1)
     zero = torch.zeros_like(kx)
     cross = torch.stack(
-        [
-            torch.stack([zero, -kz, ky], -1),
-            torch.stack([kz, zero, -kx], -1),
-            torch.stack([-ky, kx, zero], -1),
-        ],
-        -2,
+        [torch.stack([zero, -kz, ky], -1), torch.stack([kz, zero, -kx], -1), torch.stack([-ky, kx, zero], -1)], -2
     )
-    outer = axis.unsqueeze(-1) * axis.unsqueeze(-2)
-    eye = torch.eye(3, dtype=axis.dtype, device=axis.device)
-    return eye * cos + sin * cross + (1.0 - cos) * outer
+    return torch.stack([outer, eye - outer, cross])
 
 
-def body_fixed_xyz_matrix(angles: Tensor) -> Tensor:
-    """Body-fixed X-Y-Z rotation (..., 3) radians -> (..., 3, 3), R = Rx(a0) Ry(a1) Rz(a2).
-
-    This is how OpenSim stores a frame ``orientation`` property.
-    """
-    eye = torch.eye(3, dtype=angles.dtype, device=angles.device)
-    r = axis_angle_matrix(eye[0], angles[..., 0])
-    r = r @ axis_angle_matrix(eye[1], angles[..., 1])
-    return r @ axis_angle_matrix(eye[2], angles[..., 2])
+def matmul33(a: Tensor, b: Tensor) -> Tensor:
+    """Batch-last 3x3 products: a, b (..., 3, 3, B) -> (..., 3, 3, B)."""
+    out = a[..., :, 0:1, :] * b[..., 0:1, :, :]
+    out = out + a[..., :, 1:2, :] * b[..., 1:2, :, :]
+    return out + a[..., :, 2:3, :] * b[..., 2:3, :, :]
 
 
-def compose(r_ab: Tensor, p_ab: Tensor, r_bc: Tensor, p_bc: Tensor) -> tuple[Tensor, Tensor]:
-    """Compose transforms A<-B and B<-C into A<-C. Rotations (..., 3, 3), translations (..., 3)."""
-    return r_ab @ r_bc, p_ab + (r_ab @ p_bc.unsqueeze(-1)).squeeze(-1)
+def matvec3(r: Tensor, v: Tensor) -> Tensor:
+    """Batch-last rotation of points: r (..., 3, 3, B), v (..., 3, B or 1) -> (..., 3, B)."""
+    return r[..., :, 0, :] * v[..., 0:1, :] + r[..., :, 1, :] * v[..., 1:2, :] + r[..., :, 2, :] * v[..., 2:3, :]
 
 
-def invert(r_ab: Tensor, p_ab: Tensor) -> tuple[Tensor, Tensor]:
-    """Invert transform A<-B into B<-A. Rotation (..., 3, 3), translation (..., 3) metres."""
-    r_ba = r_ab.transpose(-1, -2)
-    return r_ba, -(r_ba @ p_ab.unsqueeze(-1)).squeeze(-1)
+def homogeneous(rotations: Tensor, translations: Tensor) -> Tensor:
+    """Batch-last 4x4 transforms (J, 4, 4, B) from rotations (J, 3, 3, B) and origins (J, 3, B)."""
+    top = torch.cat([rotations, translations.unsqueeze(2)], 2)  # (J, 3, 4, B)
+    row = top.new_tensor([0.0, 0.0, 0.0, 1.0]).view(1, 1, 4, 1).expand(top.shape[0], 1, 4, top.shape[-1])
+    return torch.cat([top, row], 1)
 
 
-def to_homogeneous(r: Tensor, p: Tensor) -> Tensor:
-    """Pack rotation (..., 3, 3) and translation (..., 3) into 4x4 matrices (..., 4, 4)."""
-    top = torch.cat([r, p.unsqueeze(-1)], -1)
-    bottom = torch.zeros(top.shape[:-2] + (1, 4), dtype=r.dtype, device=r.device)
-    bottom[..., 0, 3] = 1.0
-    return torch.cat([top, bottom], -2)
+def compose_affine(parent: Tensor, local: Tensor) -> Tensor:
+    """Batch-last [R | p] (..., 3, 4, B) times homogeneous (..., 4, 4, B) -> (..., 3, 4, B)."""
+    out = parent[..., :, 0:1, :] * local[..., 0:1, :, :]
+    for k in range(1, 4):
+        out = out + parent[..., :, k : k + 1, :] * local[..., k : k + 1, :, :]
+    return out

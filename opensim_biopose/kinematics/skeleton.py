@@ -11,27 +11,17 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, fields, is_dataclass
-from typing import Any
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from opensim_biopose.errors import InputError, UnsupportedModelError
-from opensim_biopose.kinematics.functions import FunctionTable, PolynomialSpec
-from opensim_biopose.kinematics.osim_reader import AxisSpec, FrameSpec, JointSpec, KinematicModel, read_osim
-from opensim_biopose.kinematics.tree import (
-    JointLayout,
-    RotationGroup,
-    TreeLevels,
-    accumulate,
-    homogeneous,
-    local_rotations,
-    local_translations,
-    points_in_ground,
-    rotation_factor_matrices,
-)
+from opensim_biopose.kinematics.compiled import CompiledModel, compile_model, move_to
+from opensim_biopose.kinematics.osim_reader import KinematicModel, read_osim
+from opensim_biopose.kinematics.rotations import homogeneous
+from opensim_biopose.kinematics.tree import accumulate, local_rotations, local_translations, points_in_ground
 
 
 # Batches larger than this are evaluated in pieces on CPU: the (J, 4, 4, piece) intermediates
@@ -53,188 +43,6 @@ class SkeletonOutput:
     body_transforms: Tensor  # (B, NB, 4, 4) ground <- body, metres, model body order
     markers: Tensor  # (B, M, 3) metres in ground
     q_full: Tensor  # (B, n) all coordinates, dependent ones recomputed from the independents
-
-
-@dataclass(frozen=True)
-class _CouplerStage:
-    """Couplers evaluated together: q[dependent] = table(q[independent]) (batch-last q (n, B))."""
-
-    table: FunctionTable
-    dependent: Tensor  # (C,) long
-    independent: Tensor  # (C,) long
-
-
-@dataclass(frozen=True)
-class _Compiled:
-    """Every tensor the forward pass reads; all move together in :meth:`Skeleton.to`."""
-
-    axis_table: FunctionTable  # the q-dependent transform axes (A functions)
-    axis_coordinate: Tensor  # (A,) long: argument coordinate of each
-    layout: JointLayout
-    levels: TreeLevels
-    stages: tuple[_CouplerStage, ...]
-    body_slot: Tensor  # (NB,) long: slot of each body (model order) in the accumulated tree
-    marker_slot: Tensor  # (M,) long
-    marker_body_index: Tensor  # (M,) long, -1 = ground
-    marker_offsets: Tensor  # (M, 3) metres in the body
-    coordinate_ranges: Tensor  # (n, 2)
-    coordinate_defaults: Tensor  # (n,)
-    coordinate_clamped: Tensor  # (n,) bool
-    coordinate_locked: Tensor  # (n,) bool
-    coordinate_is_rotational: Tensor  # (n,) bool
-    coordinate_dependent: Tensor  # (n,) bool
-    independent_index: Tensor  # (n_ind,) long
-
-
-def _move(value: Any, device: torch.device | str | None, dtype: torch.dtype | None) -> Any:
-    """Tensors (floating ones to ``dtype``), FunctionTables, dataclasses and tuples of them."""
-    if isinstance(value, Tensor):
-        return value.to(device=device, dtype=dtype if value.is_floating_point() else None)
-    if isinstance(value, FunctionTable):
-        return value.to(device, dtype)
-    if isinstance(value, tuple):
-        return tuple(_move(v, device, dtype) for v in value)
-    if is_dataclass(value):
-        return type(value)(**{f.name: _move(getattr(value, f.name), device, dtype) for f in fields(value)})
-    return value
-
-
-def _mat(frame: FrameSpec) -> Tensor:
-    return torch.tensor(frame.rotation, dtype=torch.float64)
-
-
-def _is_active(axis: AxisSpec) -> bool:
-    """False for axes that are identically zero (unused CustomJoint axes, WeldJoint, ...)."""
-    f = axis.function
-    return not (isinstance(f, PolynomialSpec) and all(c == 0.0 for c in f.coefficients))
-
-
-def _depth_sorted(model: KinematicModel) -> list[JointSpec]:
-    depth = {-1: -1}
-    for joint in model.joints:  # parent-first order
-        depth[joint.child] = depth[joint.parent] + 1
-    return sorted(model.joints, key=lambda j: depth[j.child])
-
-
-def _compile(model: KinematicModel) -> _Compiled:
-    joints = _depth_sorted(model)
-    slot = {-1: 0} | {j.child: i + 1 for i, j in enumerate(joints)}
-    long, f64 = torch.long, torch.float64
-    functions: list = []
-    arguments: list[int] = []
-
-    def row(axis: AxisSpec) -> int:
-        functions.append(axis.function)
-        arguments.append(max(axis.coordinate, 0))
-        return len(functions) - 1
-
-    by_count: dict[int, list[tuple[int, list[tuple[int, AxisSpec]]]]] = {}
-    fixed: list[tuple[int, Tensor]] = []
-    t_joint, t_row, t_axis, t_scale_axis, t_parent = [], [], [], [], []
-    for j, joint in enumerate(joints):
-        r_pf, r_mc = _mat(joint.parent_frame), _mat(joint.child_frame).T
-        active = [(row(a), a) for a in joint.rotations if _is_active(a)]
-        if active:
-            by_count.setdefault(len(active), []).append((j, active))
-        else:
-            fixed.append((j, r_pf @ r_mc))
-        for a in joint.translations:
-            if _is_active(a):
-                axis = torch.tensor(a.axis, dtype=f64)
-                t_joint.append(j), t_row.append(row(a)), t_parent.append(joint.parent + 1)
-                t_axis.append(r_pf @ axis), t_scale_axis.append(axis)
-    groups = []
-    for k, members in sorted(by_count.items()):
-        matrices = torch.zeros(k, 3, len(members), 3, 3, dtype=f64)
-        for m, (j, active) in enumerate(members):
-            r_pf, r_mc = _mat(joints[j].parent_frame), _mat(joints[j].child_frame).T
-            for i, (_, a) in enumerate(active):
-                factor = rotation_factor_matrices(torch.tensor(a.axis, dtype=f64))
-                factor = r_pf @ factor if i == 0 else factor
-                matrices[i, :, m] = factor @ r_mc if i == k - 1 else factor
-        groups.append(
-            RotationGroup(
-                joints=torch.tensor([j for j, _ in members], dtype=long),
-                rows=torch.tensor([[r for r, _ in active] for _, active in members], dtype=long).T.contiguous(),
-                matrices=matrices,
-            )
-        )
-    assembled = [j for j, _ in fixed] + [int(j) for g in groups for j in g.joints]
-    layout = JointLayout(
-        groups=tuple(groups),
-        fixed_joints=torch.tensor([j for j, _ in fixed], dtype=long),
-        fixed_rotations=torch.stack([r for _, r in fixed]) if fixed else torch.zeros(0, 3, 3, dtype=f64),
-        order=torch.argsort(torch.tensor(assembled, dtype=long)),
-        translation_joints=torch.tensor(t_joint, dtype=long),
-        translation_rows=torch.tensor(t_row, dtype=long),
-        translation_axes=torch.stack(t_axis) if t_axis else torch.zeros(0, 3, dtype=f64),
-        translation_scale_axes=torch.stack(t_scale_axis) if t_axis else torch.zeros(0, 3, dtype=f64),
-        translation_parent=torch.tensor(t_parent, dtype=long),
-        p_pf=torch.tensor([j.parent_frame.translation for j in joints], dtype=f64).reshape(-1, 3),
-        p_cm=torch.tensor([j.child_frame.translation for j in joints], dtype=f64).reshape(-1, 3),
-        parent_body=torch.tensor([j.parent + 1 for j in joints], dtype=long),
-        child_body=torch.tensor([j.child + 1 for j in joints], dtype=long),
-    )
-    coords = model.coordinates
-    dependent = torch.zeros(len(coords), dtype=torch.bool)
-    for c in model.couplers:
-        dependent[c.dependent] = True
-    return _Compiled(
-        axis_table=FunctionTable.build(functions),
-        axis_coordinate=torch.tensor(arguments, dtype=long),
-        layout=layout,
-        levels=_levels(joints, slot),
-        stages=_coupler_stages(model),
-        body_slot=torch.tensor([slot[b] for b in range(len(model.body_names))], dtype=long),
-        marker_slot=torch.tensor([slot[m.body] for m in model.markers], dtype=long),
-        marker_body_index=torch.tensor([m.body for m in model.markers], dtype=long),
-        marker_offsets=torch.tensor([m.offset for m in model.markers], dtype=f64).reshape(-1, 3),
-        coordinate_ranges=torch.tensor([c.range for c in coords], dtype=f64).reshape(-1, 2),
-        coordinate_defaults=torch.tensor([c.default for c in coords], dtype=f64),
-        coordinate_clamped=torch.tensor([c.clamped for c in coords], dtype=torch.bool),
-        coordinate_locked=torch.tensor([c.locked for c in coords], dtype=torch.bool),
-        coordinate_is_rotational=torch.tensor([c.rotational for c in coords], dtype=torch.bool),
-        coordinate_dependent=dependent,
-        independent_index=torch.nonzero(~dependent).flatten(),
-    )
-
-
-def _levels(joints: list[JointSpec], slot: dict[int, int]) -> TreeLevels:
-    """Depth levels of depth-sorted joints; each level's parents index the previous level."""
-    depth = {-1: -1}
-    for joint in joints:
-        depth[joint.child] = depth[joint.parent] + 1
-    bounds = [0]
-    for i in range(1, len(joints)):
-        if depth[joints[i].child] != depth[joints[i - 1].child]:
-            bounds.append(i)
-    bounds.append(len(joints))
-    parents = []
-    for level in range(len(bounds) - 1):
-        previous_start = bounds[level - 1] if level else 0
-        members = joints[bounds[level] : bounds[level + 1]]
-        parents.append(torch.tensor([max(slot[j.parent] - 1 - previous_start, 0) for j in members], dtype=torch.long))
-    return TreeLevels(bounds=tuple(bounds), parents=tuple(parents))
-
-
-def _coupler_stages(model: KinematicModel) -> tuple[_CouplerStage, ...]:
-    """Couplers grouped so each stage reads only coordinates final after earlier stages."""
-    stages: list[list] = []
-    done_in_stage: dict[int, int] = {}
-    for c in model.couplers:  # already sorted independent-first
-        stage = done_in_stage.get(c.independent, -1) + 1
-        done_in_stage[c.dependent] = stage
-        while len(stages) <= stage:
-            stages.append([])
-        stages[stage].append(c)
-    return tuple(
-        _CouplerStage(
-            table=FunctionTable.build([c.function for c in group]),
-            dependent=torch.tensor([c.dependent for c in group], dtype=torch.long),
-            independent=torch.tensor([c.independent for c in group], dtype=torch.long),
-        )
-        for group in stages
-    )
 
 
 def _model_hash(model: KinematicModel) -> str:
@@ -264,7 +72,7 @@ class Skeleton:
         self.model_hash: str = _model_hash(model)
         joints_scalable = all(j.parent_frame.scalable and j.child_frame.scalable for j in model.joints)
         self._scalable: bool = joints_scalable and all(m.scalable for m in model.markers)
-        self._set_tensors(_move(_compile(model), device, dtype))
+        self._set_tensors(move_to(compile_model(model), device, dtype))
 
     @classmethod
     def from_osim(
@@ -282,7 +90,7 @@ class Skeleton:
 
     # ---- tensors and devices ---------------------------------------------------------------
 
-    def _set_tensors(self, compiled: _Compiled) -> None:
+    def _set_tensors(self, compiled: CompiledModel) -> None:
         self._compiled = compiled
         for name in (
             "marker_body_index", "marker_offsets", "coordinate_ranges", "coordinate_defaults",
@@ -303,7 +111,7 @@ class Skeleton:
         """A NEW Skeleton with every tensor on ``device`` / in ``dtype``; ``self`` is unchanged."""
         clone = object.__new__(Skeleton)
         clone.__dict__.update(self.__dict__)
-        clone._set_tensors(_move(self._compiled, device, dtype))
+        clone._set_tensors(move_to(self._compiled, device, dtype))
         return clone
 
     # ---- look-ups ----------------------------------------------------------------------------

@@ -20,30 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-
-def rotation_factor_matrices(axis: Tensor) -> Tensor:
-    """Constant parts of rotations about unit ``axis`` (..., 3) -> (3, ..., 3, 3):
-    [k k^T, I - k k^T, [k]x] so that R(a) = F0 + cos(a) F1 + sin(a) F2."""
-    outer = axis.unsqueeze(-1) * axis.unsqueeze(-2)
-    eye = torch.eye(3, dtype=axis.dtype, device=axis.device).expand_as(outer)
-    kx, ky, kz = axis.unbind(-1)
-    zero = torch.zeros_like(kx)
-    cross = torch.stack(
-        [torch.stack([zero, -kz, ky], -1), torch.stack([kz, zero, -kx], -1), torch.stack([-ky, kx, zero], -1)], -2
-    )
-    return torch.stack([outer, eye - outer, cross])
-
-
-def matmul33(a: Tensor, b: Tensor) -> Tensor:
-    """Batch-last 3x3 products: a, b (..., 3, 3, B) -> (..., 3, 3, B)."""
-    out = a[..., :, 0:1, :] * b[..., 0:1, :, :]
-    out = out + a[..., :, 1:2, :] * b[..., 1:2, :, :]
-    return out + a[..., :, 2:3, :] * b[..., 2:3, :, :]
-
-
-def matvec3(r: Tensor, v: Tensor) -> Tensor:
-    """Batch-last rotation of points: r (..., 3, 3, B), v (..., 3, B or 1) -> (..., 3, B)."""
-    return r[..., :, 0, :] * v[..., 0:1, :] + r[..., :, 1, :] * v[..., 1:2, :] + r[..., :, 2, :] * v[..., 2:3, :]
+from opensim_biopose.kinematics.rotations import compose_affine, matmul33, matvec3
 
 
 @dataclass(frozen=True)
@@ -116,21 +93,6 @@ def local_translations(layout: JointLayout, values: Tensor, rotations: Tensor, s
     batch = rotations.shape[-1]
     p = p_pf.expand(-1, -1, batch).index_add(0, layout.translation_joints, moved)
     return p - matvec3(rotations, p_cm)
-
-
-def homogeneous(rotations: Tensor, translations: Tensor) -> Tensor:
-    """Batch-last 4x4 transforms (J, 4, 4, B) from rotations (J, 3, 3, B) and origins (J, 3, B)."""
-    top = torch.cat([rotations, translations.unsqueeze(2)], 2)  # (J, 3, 4, B)
-    row = top.new_tensor([0.0, 0.0, 0.0, 1.0]).view(1, 1, 4, 1).expand(top.shape[0], 1, 4, top.shape[-1])
-    return torch.cat([top, row], 1)
-
-
-def compose_affine(parent: Tensor, local: Tensor) -> Tensor:
-    """Batch-last [R | p] (..., 3, 4, B) times homogeneous (..., 4, 4, B) -> (..., 3, 4, B)."""
-    out = parent[..., :, 0:1, :] * local[..., 0:1, :, :]
-    for k in range(1, 4):
-        out = out + parent[..., :, k : k + 1, :] * local[..., k : k + 1, :, :]
-    return out
 
 
 @dataclass(frozen=True)
