@@ -144,6 +144,14 @@ def test_variable_frame_rate_times_come_from_container(tmp_path: Path) -> None:
     assert np.all(np.abs(np.array([f.image.mean() for f in got]) - 20 * np.arange(10)) < 6)
 
 
+def test_iterating_twice_starts_over(tmp_path: Path) -> None:
+    frames = [np.full((48, 64, 3), 40 * i, np.uint8) for i in range(5)]
+    with VideoReader(write_video(tmp_path / "v.mp4", frames)) as reader:
+        first = [f.image.mean() for f in reader]
+        second = [f.image.mean() for f in reader]
+    assert len(first) == 5 and np.allclose(first, second)
+
+
 def test_read_frames_at_returns_requested_indices(tmp_path: Path) -> None:
     frames = [np.full((64, 64, 3), 20 * i, np.uint8) for i in range(8)]
     path = write_video(tmp_path / "v.mp4", frames)

@@ -8,6 +8,7 @@ backend reports no usable timestamps the frame index divided by the nominal fps 
 """
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ import cv2
 import numpy as np
 
 from opensim_biopose.errors import InputError
+
+log = logging.getLogger(__name__)
 
 # Rotation metadata (degrees clockwise to display upright) -> cv2.rotate code.
 _ROTATE_CODES: dict[int, int] = {
@@ -85,12 +88,18 @@ class VideoReader:
         self._max_side = max_side
         self._max_frames = max_frames
         self._progress = progress
-        self._cap = cv2.VideoCapture(str(self.path))
-        if not self._cap.isOpened():
-            raise InputError(f"video {self.path} cannot be opened: not a video OpenCV can decode "
-                             "(corrupt or unsupported codec); convert it to H.264 mp4")
+        self._backend_rotation = backend_rotation
+        self._cap = self._open()
         self._manual_rotation = self._setup_rotation(backend_rotation)
         self.info = self._read_info()
+        self._used = False
+
+    def _open(self) -> cv2.VideoCapture:
+        cap = cv2.VideoCapture(str(self.path))
+        if not cap.isOpened():
+            raise InputError(f"video {self.path} cannot be opened: not a video OpenCV can decode "
+                             "(corrupt or unsupported codec); convert it to H.264 mp4")
+        return cap
 
     def _setup_rotation(self, backend: bool) -> int:
         """Ask OpenCV to apply rotation metadata; return the degrees we must rotate ourselves."""
@@ -120,8 +129,14 @@ class VideoReader:
         return image if code is None else cv2.rotate(image, code)
 
     def __iter__(self) -> Iterator[VideoFrame]:
+        """Frames from the start (a second iteration re-opens the file)."""
         from tqdm import tqdm
 
+        if self._used:
+            self._cap.release()
+            self._cap = self._open()
+            self._setup_rotation(self._backend_rotation)
+        self._used = True
         scale = self._scale()
         total = self.info.frame_count or None
         if self._max_frames is not None:
@@ -145,6 +160,10 @@ class VideoReader:
             bar.close()
         if index == 0:
             raise InputError(f"video {self.path} has no decodable frame (empty or corrupt stream)")
+        expected = min(self.info.frame_count, self._max_frames or self.info.frame_count)
+        if index < 0.9 * expected:
+            log.warning("video %s ended after %d of %d frames: truncated or damaged stream?",
+                        self.path, index, expected)
 
     def _frame_time(self, index: int, last_time: float) -> float:
         """Container timestamp of the frame just read; index/fps when the backend has none."""
