@@ -9,6 +9,7 @@ import torch
 
 from conftest import shared_path
 from opensim_biopose.cli.ik_cmd import job_from_setup, prepare_trial
+from opensim_biopose.errors import InputError
 from opensim_biopose.io.ik_setup import read_ik_setup
 from opensim_biopose.io.mot import CoordinateData, compare_dofs, read_mot
 from opensim_biopose.neurik.refine import RefineConfig, marker_errors, refine
@@ -127,3 +128,31 @@ def test_refine_config_selects_the_jacobian_and_both_agree() -> None:
     a = refine(sk, trial.xyz, trial.weights, q0, config=RefineConfig(jacobian="forward_ad"))
     b = refine(sk, trial.xyz, trial.weights, q0, config=RefineConfig(jacobian="finite_difference"))
     assert torch.rad2deg((a.q - b.q).abs()).max() < 1e-3
+
+
+def test_coordinate_tasks_pull_coordinates_to_manual_and_file_values() -> None:
+    from opensim_biopose.io.ik_setup import CoordinateTask
+    from opensim_biopose.neurik.refine import coordinate_targets
+
+    setup = read_ik_setup(shared_path("opensim", "trials", "gait2354_walk1", "subject01_Setup_IK.xml"))
+    sk = _skeleton(setup.model_file)
+    trial = prepare_trial(job_from_setup(setup, time_range=(0.6, 0.65)), sk)
+    t = len(trial.times)
+    ramp = np.linspace(-0.2, 0.2, t)  # rad, a time-varying target "from a file"
+    tasks = [
+        CoordinateTask("lumbar_rotation", 1e6, True, "manual_value", 0.1),
+        CoordinateTask("hip_rotation_r", 1e6, True, "from_file"),
+        CoordinateTask("knee_angle_r", 1e6, False, "manual_value", 0.0),  # apply=false: ignored
+    ]
+    targets = coordinate_targets(sk, tasks, {"hip_rotation_r": ramp})
+    q0 = sk.coordinate_defaults.double().expand(t, -1)
+    free = refine(sk, trial.xyz, trial.weights, q0)
+    pinned = refine(sk, trial.xyz, trial.weights, q0, coordinate_tasks=targets)
+    names = list(sk.coordinate_names)
+    lumbar, hip, knee = (names.index(n) for n in ("lumbar_rotation", "hip_rotation_r", "knee_angle_r"))
+    assert torch.rad2deg((pinned.q[:, lumbar] - 0.1).abs()).max() < 0.05
+    assert torch.rad2deg((pinned.q[:, hip] - torch.from_numpy(ramp)).abs()).max() < 0.05
+    assert torch.rad2deg((pinned.q[:, knee] - free.q[:, knee]).abs()).max() < 5.0  # not pinned to 0
+    assert bool((pinned.objective > free.objective).all())  # the tasks cost something
+    with pytest.raises(InputError, match="unknown value_type"):
+        coordinate_targets(sk, [CoordinateTask("knee_angle_r", 1.0, True, "guess")])

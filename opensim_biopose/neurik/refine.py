@@ -277,6 +277,28 @@ def _lm_step(
 # Driver
 
 
+def _target_default(sk: SkeletonLike, j: int, task, values: dict[str, np.ndarray] | None) -> torch.Tensor:
+    return sk.coordinate_defaults.detach().cpu().double()[j].reshape(1)
+
+
+def _target_manual(sk: SkeletonLike, j: int, task, values: dict[str, np.ndarray] | None) -> torch.Tensor:
+    return torch.tensor([float(task.value)], dtype=torch.float64)
+
+
+def _target_from_file(sk: SkeletonLike, j: int, task, values: dict[str, np.ndarray] | None) -> torch.Tensor:
+    if values is None or task.name not in values:
+        raise InputError(f"coordinate task {task.name!r} takes values from a file that has no such column")
+    return torch.as_tensor(values[task.name], dtype=torch.float64)
+
+
+# IKCoordinateTask value_type -> (1,) or (T,) target in internal units.
+TARGET_SOURCES: dict[str, Callable[..., torch.Tensor]] = {
+    "default_value": _target_default,
+    "manual_value": _target_manual,
+    "from_file": _target_from_file,
+}
+
+
 def coordinate_targets(
     sk: SkeletonLike, tasks: Sequence, values: dict[str, np.ndarray] | None = None
 ) -> CoordinateTargets:
@@ -288,25 +310,18 @@ def coordinate_targets(
     """
     names = list(sk.coordinate_names)
     index, weights, cols = [], [], []
-    defaults = sk.coordinate_defaults.detach().cpu().double()
     for task in tasks:
         if not getattr(task, "apply", True) or task.weight == 0:
             continue
         if task.name not in names:
             raise InputError(f"coordinate task {task.name!r} names no coordinate of the model")
+        if task.value_type not in TARGET_SOURCES:
+            raise InputError(f"coordinate task {task.name!r}: unknown value_type {task.value_type!r}; "
+                             f"expected one of {sorted(TARGET_SOURCES)}")
         j = names.index(task.name)
         if bool(sk.coordinate_locked[j]):
             continue
-        if task.value_type == "default_value":
-            cols.append(defaults[j].reshape(1))
-        elif task.value_type == "manual_value":
-            cols.append(torch.tensor([float(task.value)], dtype=torch.float64))
-        elif task.value_type == "from_file":
-            if values is None or task.name not in values:
-                raise InputError(f"coordinate task {task.name!r} takes values from a file that has no such column")
-            cols.append(torch.as_tensor(values[task.name], dtype=torch.float64))
-        else:
-            raise InputError(f"coordinate task {task.name!r}: unknown value_type {task.value_type!r}")
+        cols.append(TARGET_SOURCES[task.value_type](sk, j, task, values))
         index.append(j)
         weights.append(float(task.weight))
     if not index:
