@@ -101,8 +101,9 @@ def build_function_model(path: Path, seed: int = 1) -> Path:
     _axis(osim, st, 3, "b", (1, 0, 0), osim.MultiplierFunction(_give(_spline(osim, osim.PiecewiseLinearFunction, knots, 0.1 * rng.normal(size=7))), 1.7))
     _axis(osim, st, 4, None, (0, 1, 0), osim.Constant(0.25))
     _axis(osim, st, 5, "a", (0, 0, 1), osim.LinearFunction(0.05, 0.01))
+    # CustomJoint coordinates keep OpenSim's default range (-10, 10): poses then also exercise
+    # the splines' linear extrapolation far outside their knots (-1.5, 1.5).
     j1 = osim.CustomJoint("custom_first", model.getGround(), _vec3(rng, 0.3), _vec3(rng, 1.0), first, _vec3(rng, 0.3), _vec3(rng, 1.0), st)
-    _set_ranges(j1)
     model.addJoint(j1)
     second = _add_body(osim, model, "second", rng)
     st2 = osim.SpatialTransform()
@@ -113,7 +114,6 @@ def build_function_model(path: Path, seed: int = 1) -> Path:
     _axis(osim, st2, 4, None, (1, 0, 0), osim.Constant(0.1))
     _axis(osim, st2, 5, None, (0, 0, 1), osim.Constant(0.0))
     j2 = osim.CustomJoint("custom_second", first, _vec3(rng, 0.3), _vec3(rng, 1.0), second, _vec3(rng, 0.3), _vec3(rng, 1.0), st2)
-    _set_ranges(j2)
     model.addJoint(j2)
     # c = spline(a); d = 0.5 c - 0.1  (d depends on a dependent)
     for name, dep, ind, fn in [
@@ -222,3 +222,28 @@ def test_unsupported_joint_is_named(tmp_path: Path) -> None:
     model.printToXML(str(tmp_path / "ellipsoid.osim"))
     with pytest.raises(UnsupportedModelError, match="shoulder_ellipsoid.*EllipsoidJoint"):
         Skeleton.from_osim(tmp_path / "ellipsoid.osim")
+
+
+def test_natural_cubic_spline_agrees_with_opensim(tmp_path: Path) -> None:
+    """<NaturalCubicSpline> in a file (no Python binding builds one): OpenSim reads it as a SimmSpline."""
+    text = build_function_model(tmp_path / "functions.osim").read_text()
+    assert text.count("<SimmSpline") == 3
+    natural = tmp_path / "natural.osim"
+    natural.write_text(text.replace("<SimmSpline", "<NaturalCubicSpline").replace("</SimmSpline>", "</NaturalCubicSpline>"))
+    _assert_agrees(natural, 50)
+
+
+def test_reversed_joint_is_refused(tmp_path: Path) -> None:
+    import opensim as osim
+
+    model = osim.Model()
+    first = osim.Body("first", 1.0, osim.Vec3(0), osim.Inertia(0.1, 0.1, 0.1))
+    second = osim.Body("second", 1.0, osim.Vec3(0), osim.Inertia(0.1, 0.1, 0.1))
+    model.addBody(first)
+    model.addBody(second)
+    model.addJoint(osim.PinJoint("hinge", model.getGround(), first))
+    model.addJoint(osim.PinJoint("backwards", second, first))  # OpenSim would reverse this one
+    model.finalizeConnections()
+    model.printToXML(str(tmp_path / "reversed.osim"))
+    with pytest.raises(UnsupportedModelError, match="reversed joint"):
+        Skeleton.from_osim(tmp_path / "reversed.osim")

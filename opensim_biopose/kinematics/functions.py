@@ -2,7 +2,7 @@
 
 Every OpenSim ``Function`` a kinematic model uses reduces to ``scale * g(x)`` where ``g`` is
 either a polynomial (Constant, LinearFunction, PolynomialFunction) or a piecewise cubic
-(SimmSpline, NaturalCubicSpline, PiecewiseLinearFunction); MultiplierFunction only folds
+(SimmSpline, PiecewiseLinearFunction); MultiplierFunction only folds
 into ``scale``. A :class:`FunctionTable` holds A such functions padded into a few tensors and
 evaluates all of them for a batch in one go, differentiably in the argument.
 
@@ -35,7 +35,7 @@ class SplineSpec:
 
     x: tuple[float, ...]
     y: tuple[float, ...]
-    kind: str  # "simm" | "natural" | "linear"
+    kind: str  # "simm" | "linear" (keys of SPLINE_KINDS)
     scale: float = 1.0
 
 
@@ -106,18 +106,6 @@ def simm_spline_coefficients(x: Tensor, y: Tensor) -> SplineCoefficients:
     return _coefficients_from_sigma(x, y, sigma)
 
 
-def natural_spline_coefficients(x: Tensor, y: Tensor) -> SplineCoefficients:
-    """Coefficients of a natural cubic spline (zero second derivative at both ends)."""
-    n = x.numel()
-    if n == 2:
-        return _linear_coefficients(x, y)
-    a, rhs = _interior_system(x, y)
-    a[0, 0] = 1.0
-    a[-1, -1] = 1.0
-    sigma = torch.linalg.solve(a, rhs)
-    return _coefficients_from_sigma(x, y, sigma)
-
-
 def piecewise_linear_coefficients(x: Tensor, y: Tensor) -> SplineCoefficients:
     """Straight segments between knots; end slopes continue outside the knots."""
     _, delta = _divided_differences(x, y)
@@ -127,7 +115,6 @@ def piecewise_linear_coefficients(x: Tensor, y: Tensor) -> SplineCoefficients:
 
 SPLINE_KINDS: dict[str, Callable[[Tensor, Tensor], SplineCoefficients]] = {
     "simm": simm_spline_coefficients,
-    "natural": natural_spline_coefficients,
     "linear": piecewise_linear_coefficients,
 }
 

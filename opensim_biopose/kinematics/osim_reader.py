@@ -247,7 +247,7 @@ FUNCTION_READERS: dict[str, Callable[[Any, Any, str], FunctionSpec]] = {
     "PolynomialFunction": _read_polynomial,
     "MultiplierFunction": _read_multiplier,
     "SimmSpline": _spline_reader("simm"),
-    "NaturalCubicSpline": _spline_reader("natural"),
+    # OpenSim reads <NaturalCubicSpline> elements as SimmSpline (a renamed type).
     "PiecewiseLinearFunction": _spline_reader("linear"),
 }
 
