@@ -5,8 +5,11 @@ mediapipe 0.10.14 wheel, while complexities 0 and 2 download weights on first us
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import cv2
@@ -45,6 +48,7 @@ class MediaPipeDetector(Detector):
     def __init__(self, config: MediaPipeConfig = MediaPipeConfig()) -> None:
         self.config = config
         self._pose = None
+        self._warm = False   # the first process() call prints native start-up notices
 
     def _graph(self):  # type: ignore[no-untyped-def]
         if self._pose is None:
@@ -65,9 +69,11 @@ class MediaPipeDetector(Detector):
         if frame_bgr.dtype != np.uint8 or frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3:
             raise ValueError(f"expected a BGR uint8 (H, W, 3) frame, got {frame_bgr.dtype} {frame_bgr.shape}")
         height, width = frame_bgr.shape[:2]
-        with warnings.catch_warnings():   # protobuf 4 deprecation notice raised inside mediapipe
+        quiet = _native_stderr_silenced() if not self._warm else contextlib.nullcontext()
+        with quiet, warnings.catch_warnings():   # protobuf 4 deprecation notice raised inside mediapipe
             warnings.filterwarnings("ignore", message="SymbolDatabase.GetPrototype", category=UserWarning)
             result = self._graph().process(cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB))
+        self._warm = True
         if result.pose_landmarks is None:
             return None
         lm = result.pose_landmarks.landmark
@@ -88,6 +94,28 @@ class MediaPipeDetector(Detector):
         if self._pose is not None:
             self._pose.close()
             self._pose = None
+        self._warm = False
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null: TFLite/absl print INFO/WARNING start-up lines
+    ("Created TensorFlow Lite XNNPACK delegate", "Feedback manager requires ...") from C++,
+    out of reach of Python logging. Python exceptions still surface after the block."""
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):   # stderr replaced (pytest capture, IDEs)
+        fd = 2
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+        yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _mask_box(mask: np.ndarray | None, threshold: float) -> np.ndarray | None:
