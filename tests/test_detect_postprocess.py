@@ -152,3 +152,53 @@ def test_nobody_gives_empty_valid_sequence() -> None:
 def test_unknown_selection_rule() -> None:
     with pytest.raises(InputError, match="largest"):
         select_person(two_people(), "tallest")
+
+
+STICK = KeypointLayout("stick", ("nose", "left_hip", "right_hip", "left_knee", "right_knee",
+                                 "left_ankle", "right_ankle"))
+
+
+def walking_stick(frames: int, separation: float) -> np.ndarray:
+    """(T, 7, 2) px: a figure walking right at 2 px/frame; left and right points
+    ``separation`` px apart (+ for left), the ankles swinging by +-20 px."""
+    t = np.arange(frames)
+    base = np.array([[0, 0], [1, 200], [-1, 200], [1, 300], [-1, 300], [1, 400], [-1, 400]], float)
+    xy = np.repeat(base[None], frames, axis=0)
+    side = base[:, 0].copy()
+    xy[..., 0] = 300 + 2 * t[:, None] + side * separation / 2
+    swing = 20 * np.sin(2 * np.pi * t / 30)
+    xy[:, 5, 0] += swing
+    xy[:, 6, 0] -= swing
+    return xy
+
+
+def stick_sequence(xy: np.ndarray) -> KeypointSequence:
+    t = xy.shape[0]
+    return KeypointSequence(layout=STICK, times=np.arange(t) / FPS, xy=xy, confidence=np.ones(xy.shape[:2]),
+                            detected=np.ones(t, bool), image_size=(640, 480), fps=FPS)
+
+
+def test_left_right_swap_is_undone() -> None:
+    truth = walking_stick(60, separation=40)
+    xy = truth.copy()
+    left, right = [1, 3, 5], [2, 4, 6]
+    xy[20:24, left + right] = truth[20:24, right + left]      # the detector mislabels 4 frames
+    out = postprocess(stick_sequence(xy), PostprocessConfig(filter=False))
+    np.testing.assert_allclose(out.xy, truth)
+    assert out.meta["left_right_swaps_fixed"] == "4"
+
+
+def test_majority_labelling_wins() -> None:
+    truth = walking_stick(30, separation=40)
+    xy = truth.copy()
+    xy[0, [1, 3, 5, 2, 4, 6]] = truth[0, [2, 4, 6, 1, 3, 5]]   # only the first frame is wrong
+    out = postprocess(stick_sequence(xy), PostprocessConfig(filter=False))
+    np.testing.assert_allclose(out.xy, truth)
+
+
+def test_crossing_ankles_are_not_swapped() -> None:
+    # side view: left and right nearly overlap, the ankles cross every half stride
+    truth = walking_stick(90, separation=4)
+    out = postprocess(stick_sequence(truth.copy()), PostprocessConfig(filter=False))
+    np.testing.assert_allclose(out.xy, truth)
+    assert out.meta["left_right_swaps_fixed"] == "0"

@@ -41,6 +41,10 @@ def test_mediapipe_finds_the_subject_upright(real) -> None:  # type: ignore[no-u
     ankles = (y["left_ankle"] + y["right_ankle"]) / 2
     # upright in image y (down): nose above hips above ankles, by a body-sized margin
     assert (y["nose"] < hips - 150).all() and (hips < ankles - 150).all()
+    # the subject walks towards the camera: his left hip is on the image's right, every frame
+    x = seq.xy[..., 0]
+    assert (x[:, lay.index("left_hip")] > x[:, lay.index("right_hip")] + 20).all()
+    assert seq.meta["left_right_swaps_fixed"] == "0"
     # pixels of the full-resolution frame even though detection ran at 640 px
     assert 0 < np.nanmin(seq.xy[..., 0]) and np.nanmax(seq.xy[..., 0]) < 1080
     # metric world landmarks: a standing adult's hip-to-nose distance is 0.5-0.9 m

@@ -6,6 +6,9 @@ Pure numpy/scipy on dense arrays; no detector or video code here.
   (IoU), then one track is kept by a selection rule from :data:`SELECTION_RULES`
   ("largest" mean box area, "central" mean box centre closest to the image centre,
   "longest" most frames).
+* Left/right swaps: a frame whose left_*/right_* labels, mirrored, sit much closer to the
+  previous frame (cost ratio < ``swap_ratio``) is swapped back; if that would flip most of
+  the clip, the detector's own labelling is kept instead (it is right more often than not).
 * Gap filling: a keypoint missing for at most ``max_gap_s`` seconds between two valid
   samples is filled by linear interpolation (flagged in ``interpolated``); longer gaps,
   and gaps at the start or end, stay NaN with confidence 0.
@@ -45,6 +48,12 @@ class PostprocessConfig:
     filter_order: int = 4
     # Set False to get gap-filled but unfiltered keypoints.
     filter: bool = True
+    # Undo frames where the detector swapped the body's left and right (MediaPipe does in
+    # some views): swap back when the mirrored labels are much closer to the previous frame.
+    fix_swaps: bool = True
+    # "Much closer": a real swap costs about twice the left-right separation against ~0
+    # for the mirrored labels; legs crossing cost about the same both ways, so 0.5 keeps them.
+    swap_ratio: float = 0.5
     # Which track to keep when several people appear: a key of SELECTION_RULES.
     person: str = "largest"
     # Two detections in consecutive frames belong to one track above this box IoU.
@@ -178,6 +187,51 @@ def _dense_sequence(frames: DetectionFrames, chosen: list[FrameDetection | None]
     )
 
 
+# ---------------------------------------------------------------------------- left/right swaps
+
+
+def mirror_pairs(names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Index arrays (left, right) of keypoints named ``left_<x>`` / ``right_<x>``."""
+    index = {n: i for i, n in enumerate(names)}
+    pairs = [(i, index["right_" + n[5:]]) for n, i in index.items()
+             if n.startswith("left_") and "right_" + n[5:] in index]
+    return np.array([p[0] for p in pairs], int), np.array([p[1] for p in pairs], int)
+
+
+def find_left_right_swaps(xy: np.ndarray, left: np.ndarray, right: np.ndarray,
+                          ratio: float = 0.5, min_pairs: int = 3) -> np.ndarray:
+    """(T,) bool: frames whose left/right labels are swapped relative to the clip's majority.
+
+    ``xy``: (T, K, 2) pixels, NaN where missing. Frame t is compared with the last frame
+    seen before it (after its own correction); a frame needs ``min_pairs`` pairs seen in
+    both to be judged.
+    """
+    num_frames = xy.shape[0]
+    swapped = np.zeros(num_frames, bool)
+    if left.size == 0:
+        return swapped
+    prev = np.full((left.size * 2, 2), np.nan)
+    for t in range(num_frames):
+        cur = np.concatenate([xy[t, left], xy[t, right]])
+        mirrored = np.concatenate([xy[t, right], xy[t, left]])
+        ok = np.isfinite(cur).all(axis=1) & np.isfinite(prev).all(axis=1)
+        if ok.sum() >= 2 * min_pairs:
+            keep = np.linalg.norm(cur[ok] - prev[ok], axis=1).sum()
+            swap = np.linalg.norm(mirrored[ok] - prev[ok], axis=1).sum()
+            swapped[t] = swap < ratio * keep
+        now = mirrored if swapped[t] else cur
+        prev = np.where(np.isfinite(now), now, prev)
+    if swapped.sum() > num_frames / 2:   # the first frame was the odd one out
+        swapped = ~swapped
+    return swapped
+
+
+def _swap_frames(a: np.ndarray, frames: np.ndarray, left: np.ndarray, right: np.ndarray) -> None:
+    """Swap keypoints ``left`` <-> ``right`` (axis 1) of ``a`` in place at ``frames``."""
+    rows = np.flatnonzero(frames)[:, None]
+    a[rows, left], a[rows, right] = a[rows, right], a[rows, left].copy()
+
+
 # ---------------------------------------------------------------------------- gaps
 
 
@@ -251,7 +305,8 @@ def effective_fps(times: np.ndarray, nominal: float) -> float:
 
 
 def postprocess(seq: KeypointSequence, config: PostprocessConfig = PostprocessConfig()) -> KeypointSequence:
-    """Drop low-confidence samples, fill short gaps, low-pass filter; returns a new sequence.
+    """Drop low-confidence samples, undo left/right swaps, fill short gaps, low-pass filter;
+    returns a new sequence.
 
     Applied per keypoint to ``xy`` (pixels) and, when present, ``world_xyz`` (metres).
     ``confidence`` of a filled sample is the smaller of its neighbours'.
@@ -266,6 +321,14 @@ def postprocess(seq: KeypointSequence, config: PostprocessConfig = PostprocessCo
         world[low] = np.nan
         missing &= np.isnan(world).any(axis=-1)     # 3D-only keypoints (metric .trc) keep confidence
     conf[missing] = 0.0
+    swaps = 0
+    if config.fix_swaps:
+        left, right = mirror_pairs(seq.layout.keypoint_names)
+        swapped = find_left_right_swaps(xy, left, right, config.swap_ratio)
+        for a in (xy, conf, world):
+            if a is not None:
+                _swap_frames(a, swapped, left, right)
+        swaps = int(swapped.sum())
     fps = effective_fps(seq.times, seq.fps)
     interpolated = np.zeros(conf.shape, bool)
     for k in range(seq.layout.num_keypoints):
@@ -281,6 +344,7 @@ def postprocess(seq: KeypointSequence, config: PostprocessConfig = PostprocessCo
     meta = dict(seq.meta)
     meta["lowpass_hz"] = f"{cutoff_for(fps, config):.3g}" if config.filter and fps > 0 else "off"
     meta["max_gap_s"] = f"{config.max_gap_s:g}"
+    meta["left_right_swaps_fixed"] = str(swaps)
     return replace(seq, xy=xy, confidence=conf, world_xyz=world, interpolated=interpolated, meta=meta)
 
 
