@@ -72,6 +72,8 @@ def test_q_checks() -> None:
         sk.forward(q)
     with pytest.raises(InputError, match="scales"):
         sk.forward(torch.zeros(1, n, dtype=torch.float64), scales=torch.ones(3, 3))
+    with pytest.raises(InputError, match="scales contains NaN"):
+        sk.forward(torch.zeros(1, n, dtype=torch.float64), scales=torch.full((len(sk.body_names), 3), float("nan")))
     with pytest.raises(InputError, match="marker_offsets"):
         sk.forward(torch.zeros(1, n, dtype=torch.float64), marker_offsets=torch.zeros(4, 3))
 

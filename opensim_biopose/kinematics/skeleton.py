@@ -152,11 +152,10 @@ class Skeleton:
                 f"q has shape {tuple(q.shape)}; expected (B, {self.num_coordinates}): all coordinates of "
                 f"{self.model_path.name} in CoordinateSet order"
             )
-        if not q.is_floating_point():
-            q = q.to(self.dtype)
-        if not bool(torch.isfinite(q[:, self.independent_index]).all()):
+        q = q.to(device=self.device, dtype=self.dtype)
+        if not bool(q.isfinite().all()) and not bool(q[:, self.independent_index].isfinite().all()):
             raise InputError("q contains NaN or infinite values; every independent coordinate needs a value")
-        return q.to(device=self.device, dtype=self.dtype)
+        return q
 
     def _check_scales(self, scales: Tensor, batch: int) -> Tensor:
         """(NB, 3) or (B, NB, 3) -> batch-last rows per model body + 1 (row 0 = ground): (1 + NB, 3, B or 1)."""
@@ -166,6 +165,8 @@ class Skeleton:
             scales = scales.unsqueeze(0)
         if scales.ndim != 3 or scales.shape[1:] != (nb, 3) or scales.shape[0] not in (1, batch):
             raise InputError(f"scales has shape {tuple(scales.shape)}; expected ({nb}, 3) or ({batch}, {nb}, 3)")
+        if not bool(scales.isfinite().all()):
+            raise InputError("scales contains NaN or infinite values")
         if not self._scalable:
             raise UnsupportedModelError(
                 f"model {self.model_path} attaches joints or markers to offset frames of offset frames; "
@@ -174,12 +175,14 @@ class Skeleton:
         rows = scales.permute(1, 2, 0)  # (NB, 3, B|1)
         return torch.cat([rows.new_ones(1, 3, rows.shape[2]), rows], 0)
 
-    def _check_offsets(self, offsets: Tensor) -> Tensor:
+    def _check_offsets(self, offsets: Tensor, batch: int) -> Tensor:
         """(M, 3) or (B, M, 3) -> batch-last (M, 3, B or 1)."""
         offsets = torch.as_tensor(offsets, device=self.device, dtype=self.dtype)
         m = len(self.marker_names)
-        if offsets.shape[-2:] != (m, 3) or offsets.ndim not in (2, 3):
-            raise InputError(f"marker_offsets has shape {tuple(offsets.shape)}; expected ({m}, 3) or (B, {m}, 3)")
+        if offsets.shape[-2:] != (m, 3) or offsets.ndim not in (2, 3) or offsets.ndim == 3 and offsets.shape[0] != batch:
+            raise InputError(f"marker_offsets has shape {tuple(offsets.shape)}; expected ({m}, 3) or ({batch}, {m}, 3)")
+        if not bool(offsets.isfinite().all()):
+            raise InputError("marker_offsets contains NaN or infinite values")
         return offsets.unsqueeze(-1) if offsets.ndim == 2 else offsets.permute(1, 2, 0)
 
     def fill_dependent(self, q: Tensor) -> Tensor:
@@ -201,13 +204,13 @@ class Skeleton:
         marker_offsets: optional (M, 3) or (B, M, 3) marker locations in their bodies, metres,
         before scaling (they replace the model's marker locations and are scaled like them).
         """
-        q_t = self._check_q(q).transpose(0, 1)  # (n, B): batch last from here on
+        q_t = self._check_q(q).transpose(0, 1).contiguous()  # (n, B): batch last from here on
         batch = q_t.shape[1]
         s = None if scales is None else self._check_scales(scales, batch)
         if marker_offsets is None:
             offsets = self._compiled.marker_offsets.unsqueeze(-1)
         else:
-            offsets = self._check_offsets(marker_offsets)
+            offsets = self._check_offsets(marker_offsets, batch)
         chunk = CPU_CHUNK if q_t.device.type == "cpu" else batch
         if batch <= chunk:
             q_full, markers, bodies = self._forward_batch_last(q_t, s, offsets)
