@@ -246,8 +246,9 @@ class TrcKeypointSource(KeypointSource):
         table, units = _read_trc_table(path)
         names = [str(n) for n in table.getColumnLabels()]
         times = np.array(list(table.getIndependentColumn()), float)
-        flat = table.flatten()   # keep the owner alive while numpy reads its matrix
-        values = np.array(flat.getMatrix().to_numpy(), float, copy=True).reshape(len(times), len(names), 3)
+        flat = table.flatten()      # keep the owners alive while numpy reads the matrix
+        matrix = flat.getMatrix()
+        values = np.array(matrix.to_numpy(), float, copy=True).reshape(len(times), len(names), 3)
         if units in _PIXEL_UNITS and np.nanmedian(values[..., 1]) < 0:
             values[..., 1] *= -1.0   # y-up pixels (Sports2D) -> image y down
         self.layout = KeypointLayout(name=f"trc:{path.stem}", keypoint_names=tuple(_snake(n) for n in names),
