@@ -1,0 +1,521 @@
+"""The end-to-end pipeline: a video -> OpenSim markers, coordinates and a subject-scaled model.
+
+One direction of flow, one function per stage::
+
+    video --detect--> KeypointSequence --mesh--> MeshFit (virtual markers, ground)
+          --subject--> markers renamed/resized for the OpenSim model
+          --scale--> scale factors (generic model)          [opensim_biopose.scaling]
+          --neurik--> q0 on the GENERIC model (shipped/cached weights are keyed by its hash;
+                      NeurIK was trained with randomised segment scales, so it reads any subject)
+          --refine--> q on the SCALED model (same coordinate names), markers registered on it
+          --> BioPoseResult (write(): .trc, .mot, scaled .osim, report .html, all or nothing)
+
+Frames: every marker array is (T, M, 3) metres in OpenSim ground (Y up, X the subject's heading at
+the first fitted frame, floor at Y = 0); coordinates are (T, n) in internal units (rad / m), and
+in degrees only inside the written .mot (``inDegrees=yes``).
+
+Memory: the detector streams the video one frame at a time and keeps keypoints only; the mesh
+stage keeps markers, not vertices; the report re-reads just its few keyframes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from opensim_biopose.detect.frontend import DetectConfig, FrontEndTiming, detect_video
+from opensim_biopose.detect.types import KeypointSequence
+from opensim_biopose.errors import InputError
+from opensim_biopose.io.atomic import atomic_path
+from opensim_biopose.mesh.base import MeshFit
+from opensim_biopose.scaling import ScaleFactors, ScalingConfig, measure_scale_factors, register_markers, \
+    write_scaled_model
+
+log = logging.getLogger(__name__)
+
+OUTPUT_SUFFIXES: dict[str, str] = {"trc": "_markers.trc", "mot": "_ik.mot", "osim": "_scaled.osim",
+                                   "html": "_report.html"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration: one frozen dataclass per stage, built once (by the CLI or the caller)
+
+
+@dataclass(frozen=True)
+class MeshStageConfig:
+    """Which mesh backend and body model turn keypoints into virtual markers."""
+
+    backend: str = "keypoint-fit"
+    body_model: str = "anny"
+    # None: the body model's own marker set (anny -> "anny-pig53", named like the default model's markers).
+    marker_set: str | None = None
+    # Extra backend options (KeypointFitConfig fields for "keypoint-fit").
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SubjectConfig:
+    """The OpenSim model and what is known about the subject."""
+
+    # None: the shipped default model (osim_models/biopose_fullbody.osim), which has shipped NeurIK weights.
+    model: Path | None = None
+    # Virtual marker name -> model marker name, for models whose markers are named otherwise.
+    marker_map: dict[str, str] = field(default_factory=dict)
+    # Stature (m): monocular video fixes body size only up to the depth ambiguity, so a known height
+    # rescales the virtual markers about the floor origin before scaling. None: trust the fit.
+    height_m: float | None = None
+    # Total mass (kg) of the scaled model; None keeps the generic model's masses scaled with its size.
+    mass_kg: float | None = None
+
+
+@dataclass(frozen=True)
+class SolverConfig:
+    """Markers -> coordinates: NeurIK start, optional least-squares refinement."""
+
+    # NeurIK checkpoint; None: shipped weights for the model, else the user cache, else train.
+    weights: Path | None = None
+    # Train NeurIK for a model without weights (minutes, cached); False: start from the default pose.
+    train: bool = True
+    # Refine on OpenSim's IK objective (the scaled model, the IK weights): the .mot then agrees with
+    # OpenSim's InverseKinematicsTool on the written .trc + .osim. Off: NeurIK's answer as is.
+    refine: bool = True
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
+class ReportStageConfig:
+    enabled: bool = True
+    # Keyframes with overlays: 4 spread over the video shows the motion without a heavy page.
+    keyframes: int = 4
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Every stage's configuration. ``progress``: one line per stage on stdout."""
+
+    detect: DetectConfig = field(default_factory=DetectConfig)
+    mesh: MeshStageConfig = field(default_factory=MeshStageConfig)
+    subject: SubjectConfig = field(default_factory=SubjectConfig)
+    scaling: ScalingConfig = field(default_factory=ScalingConfig)
+    solver: SolverConfig = field(default_factory=SolverConfig)
+    report: ReportStageConfig = field(default_factory=ReportStageConfig)
+    progress: bool = False
+
+
+# ---------------------------------------------------------------------------------------------
+# Results
+
+
+@dataclass(frozen=True, eq=False)
+class FrameQuality:
+    """Per-frame quality flags, all (T,).
+
+    ``detection_confidence``: mean keypoint confidence of the detector (0 where nobody was found);
+    ``fit_residual_px`` / ``fit_residual``: mesh fit's mean reprojection error in pixels / as a
+    fraction of the person's size (NaN for frames interpolated by the fit); ``fit_plausible``: the
+    fit's own verdict; ``marker_rms_m`` / ``marker_max_m``: OpenSim-style marker errors of the
+    final pose on the scaled model (weighted markers), metres.
+    """
+
+    detection_confidence: np.ndarray
+    fit_residual_px: np.ndarray
+    fit_residual: np.ndarray
+    fit_plausible: np.ndarray
+    marker_rms_m: np.ndarray
+    marker_max_m: np.ndarray
+
+    @property
+    def good(self) -> np.ndarray:
+        """(T,) bool: detected, plausibly fitted, marker RMS under 4 cm."""
+        return (self.detection_confidence > 0) & self.fit_plausible & (np.nan_to_num(self.marker_rms_m, nan=1.0) < 0.04)
+
+
+@dataclass(frozen=True)
+class StageTimings:
+    """Wall-clock seconds per stage; ``detector_s`` is the part of ``detect_s`` inside the detector."""
+
+    detect_s: float = 0.0
+    detector_s: float = 0.0
+    mesh_s: float = 0.0
+    scale_s: float = 0.0
+    neurik_s: float = 0.0
+    refine_s: float = 0.0
+    report_s: float = 0.0
+
+    @property
+    def total_s(self) -> float:
+        return self.detect_s + self.mesh_s + self.scale_s + self.neurik_s + self.refine_s + self.report_s
+
+
+@dataclass(frozen=True)
+class OutputFiles:
+    trc: Path
+    mot: Path
+    osim: Path
+    html: Path | None
+
+    def all(self) -> list[Path]:
+        return [p for p in (self.trc, self.mot, self.osim, self.html) if p is not None]
+
+
+@dataclass(frozen=True, eq=False)
+class BioPoseResult:
+    """One video's answer. T frames, M markers, n coordinates.
+
+    ``times`` (T,) s; ``marker_xyz`` (T, M, 3) metres, OpenSim ground; ``q`` (T, n) internal units
+    (rad / m) in the scaled model's CoordinateSet order; ``rotational`` (n,) bool.
+    ``scaled_model_xml``: the subject-scaled model, markers registered (``scaled_model`` loads it).
+    ``keypoints``: the detector's cleaned keypoints (pixels); ``mesh``: the fit (camera, quality).
+    ``marker_scale``: factor applied to the fitted markers for ``SubjectConfig.height_m`` (1 if none).
+    """
+
+    video: Path
+    times: np.ndarray
+    fps: float
+    marker_names: tuple[str, ...]
+    marker_xyz: np.ndarray
+    coordinate_names: tuple[str, ...]
+    q: np.ndarray
+    rotational: np.ndarray
+    quality: FrameQuality
+    scale_factors: ScaleFactors
+    scaled_model_xml: str
+    model_name: str
+    keypoints: KeypointSequence
+    mesh: MeshFit
+    marker_scale: float
+    solver: str
+    timings: StageTimings
+    config: PipelineConfig
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.times.shape[0])
+
+    # ---- OpenSim objects -------------------------------------------------------------------
+    @property
+    def markers(self):
+        """``opensim.TimeSeriesTableVec3`` of the virtual markers (metres, ``DataRate`` = video fps)."""
+        from opensim_biopose.io.trc import to_table
+
+        return to_table(self.marker_data())
+
+    @property
+    def coordinates(self):
+        """``opensim.TimeSeriesTable`` of the coordinates, rotational ones in degrees (``inDegrees=yes``)."""
+        from opensim_biopose.io.mot import CoordinateData, to_table
+
+        return to_table(CoordinateData(self.times, self.coordinate_names, self.q), self.rotational)
+
+    @property
+    def scaled_model(self):
+        """The subject-scaled ``opensim.Model`` (a fresh object on every access)."""
+        import opensim as osim
+
+        with tempfile.TemporaryDirectory(prefix="biopose_model_") as folder:
+            path = Path(folder) / f"{self.model_name}.osim"
+            path.write_text(self.scaled_model_xml)
+            return osim.Model(str(path))
+
+    def marker_data(self):
+        from opensim_biopose.io.trc import MarkerData
+
+        return MarkerData(times=self.times, names=self.marker_names, xyz=self.marker_xyz, rate=float(self.fps))
+
+    # ---- files ---------------------------------------------------------------------------------
+    def output_files(self, out_dir: str | os.PathLike[str], stem: str | None = None) -> OutputFiles:
+        return output_files(Path(out_dir), stem or self.video.stem, self.config.report.enabled)
+
+    def write(self, out_dir: str | os.PathLike[str], *, stem: str | None = None, overwrite: bool = False) -> OutputFiles:
+        """Write .trc, .mot, scaled .osim (and the report) into ``out_dir``: all of them or none.
+
+        Existing files are an InputError unless ``overwrite``.
+        """
+        files = self.output_files(out_dir, stem)
+        check_outputs(files, overwrite)
+        from opensim_biopose.io.mot import write_mot
+        from opensim_biopose.io.trc import write_trc
+
+        try:
+            with ExitStack() as stack:
+                tmp = {k: stack.enter_context(atomic_path(p)) for k, p in dataclasses.asdict(files).items() if p}
+                write_trc(tmp["trc"], self.marker_data())
+                _rename_trc_header(tmp["trc"], files.trc.name)
+                write_mot(tmp["mot"], list(self.coordinate_names), self.times, self.q, self.rotational)
+                tmp["osim"].write_text(self.scaled_model_xml)
+                if files.html is not None:
+                    from opensim_biopose.report import write_report
+
+                    write_report(self, tmp["html"])
+        except PermissionError as exc:
+            raise InputError(f"cannot write into {out_dir} ({exc}); choose another folder with --out") from exc
+        return files
+
+
+def output_files(out_dir: Path, stem: str, report: bool = True) -> OutputFiles:
+    """The four output paths for a video ``stem`` in ``out_dir``."""
+    p = {k: out_dir / f"{stem}{s}" for k, s in OUTPUT_SUFFIXES.items()}
+    return OutputFiles(p["trc"], p["mot"], p["osim"], p["html"] if report else None)
+
+
+def check_outputs(files: OutputFiles, overwrite: bool) -> None:
+    """InputError naming the existing outputs unless ``overwrite``."""
+    existing = [str(p) for p in files.all() if p.exists()]
+    if existing and not overwrite:
+        raise InputError(f"output(s) exist already: {', '.join(existing)}; pass --overwrite to replace them")
+
+
+def _rename_trc_header(tmp: Path, final_name: str) -> None:
+    """write_trc names its own (temporary) target in line 1; name the final file there."""
+    lines = tmp.read_text().split("\n", 1)
+    fields = lines[0].split("\t")
+    fields[-1] = final_name
+    tmp.write_text("\t".join(fields) + "\n" + (lines[1] if len(lines) > 1 else ""))
+
+
+# ---------------------------------------------------------------------------------------------
+# Stages
+
+
+@dataclass(frozen=True, eq=False)
+class SubjectMarkers:
+    """Virtual markers ready for the OpenSim model: names mapped, size fixed. (T, M, 3) metres, ground."""
+
+    names: tuple[str, ...]
+    xyz: np.ndarray
+    scale: float
+
+
+@dataclass(frozen=True, eq=False)
+class ModelPair:
+    """The generic model and its Skeleton (float64), and IK weights of its markers."""
+
+    path: Path
+    skeleton: Any
+    weights: dict[str, float]
+    stature_m: float
+
+
+def run_mesh(keypoints: KeypointSequence, config: MeshStageConfig) -> MeshFit:
+    from opensim_biopose.plugins import get_registry
+
+    options = {"keep_vertices": False, **config.options} if config.backend == "keypoint-fit" else dict(config.options)
+    backend = get_registry().create("mesh_backends", config.backend, body_model=config.body_model,
+                                    marker_set=config.marker_set, **options)
+    return backend.fit(keypoints)
+
+
+def load_generic_model(config: SubjectConfig) -> ModelPair:
+    """The generic model, its Skeleton, IK marker weights and stature (m)."""
+    from opensim_biopose.kinematics import Skeleton
+    from osim_models import DEFAULT_MODEL
+
+    path = Path(config.model) if config.model is not None else DEFAULT_MODEL
+    if not path.is_file():
+        raise InputError(f"model {path} does not exist; give an OpenSim .osim file with --model")
+    sk = Skeleton.from_osim(path, dtype=torch.float64)
+    sk.require_markers()
+    if path.resolve() == DEFAULT_MODEL.resolve():
+        from osim_models.build_default_model import DEFAULT_HEIGHT_M, marker_weight
+
+        return ModelPair(path, sk, {m: marker_weight(m) for m in sk.marker_names}, DEFAULT_HEIGHT_M)
+    return ModelPair(path, sk, {m: 1.0 for m in sk.marker_names}, _stature_from_markers(sk))
+
+
+def _stature_from_markers(sk) -> float:
+    """Rough stature of a model: vertical marker span at the default pose / 0.93 (head markers sit
+    ~7% of stature below the vertex; anthropometric proportion, Winter 2009 segment table)."""
+    from opensim_biopose.scaling import model_marker_positions
+
+    y = model_marker_positions(sk)[:, 1]
+    return float((y.max() - y.min()) / 0.93)
+
+
+def subject_markers(fit: MeshFit, model: ModelPair, config: SubjectConfig, factors_hint: Callable[[SubjectMarkers], float]
+                    ) -> SubjectMarkers:
+    """Rename virtual markers to the model's names; rescale them to a known stature."""
+    names = tuple(config.marker_map.get(n, n) for n in fit.marker_names)
+    known = set(model.skeleton.marker_names)
+    if not known & set(names):
+        raise InputError(
+            f"none of the virtual markers ({', '.join(names[:6])}, ...) is a marker of model {model.path}; "
+            "map them with --marker-map JSON ({\"virtual name\": \"model marker\"})")
+    markers = SubjectMarkers(names, fit.markers.astype(np.float64), 1.0)
+    if config.height_m is None:
+        return markers
+    k = config.height_m / factors_hint(markers)
+    log.info("rescaling virtual markers by %.3f for a stature of %.2f m", k, config.height_m)
+    return SubjectMarkers(names, markers.xyz * k, k)
+
+
+def solve_neurik(model: ModelPair, markers: SubjectMarkers, times: np.ndarray, config: SolverConfig
+                 ) -> tuple[np.ndarray | None, str]:
+    """NeurIK on the generic model: (T, n) q0 in rad / m, or None when no weights and training is off."""
+    from opensim_biopose.neurik import load_or_train
+    from opensim_biopose.neurik.loader import find_shipped
+
+    sk = model.skeleton
+    names = [n for n in sk.marker_names if n in set(markers.names)]
+    weights = [model.weights[n] for n in names]
+    if config.weights is None and not config.train and find_shipped(sk, names) is None:
+        try:
+            net = load_or_train(sk, names, weights, train=False, progress=False)
+        except InputError:
+            log.warning("no NeurIK weights for %s and training is off: refining from the default pose", model.path)
+            return None, "refinement from the default pose"
+    else:
+        net = load_or_train(sk, names, weights, weights=config.weights, train=config.train, progress=True)
+    idx = [markers.names.index(n) for n in names]
+    res = net.solve(names, markers.xyz[:, idx], times)
+    return res.q.double().cpu().numpy(), "NeurIK"
+
+
+@dataclass(frozen=True, eq=False)
+class Solved:
+    q: np.ndarray
+    rms: np.ndarray
+    max_error: np.ndarray
+    xml: str
+
+
+def fit_scaled_model(model: ModelPair, factors: ScaleFactors, markers: SubjectMarkers, q0: np.ndarray,
+                     config: PipelineConfig, work: Path) -> Solved:
+    """Scale the generic model, pose it on the subject's markers, register markers, re-solve.
+
+    ``q0`` (T, n) start (NeurIK or the default pose) on coordinates shared with the scaled model.
+    """
+    from opensim_biopose.kinematics import Skeleton
+    from opensim_biopose.neurik.refine import align_markers, marker_errors, refine
+
+    refine_on = config.solver.refine
+    scaled = write_scaled_model(model.path, work / "scaled_pre.osim", factors, mass_kg=config.subject.mass_kg,
+                                preserve_mass_distribution=config.scaling.preserve_mass_distribution,
+                                name=f"{model.skeleton.model_name}_scaled")
+    sk = Skeleton.from_osim(scaled, dtype=torch.float64)
+    xyz, w, _ = align_markers(sk, markers.names, markers.xyz, model.weights)
+    q = torch.as_tensor(q0, dtype=torch.float64)
+    if refine_on:
+        q = refine(sk, xyz, w, q).q
+    if config.scaling.register_markers:
+        moved = register_markers(sk, q.numpy(), markers.names, markers.xyz)
+        scaled = write_scaled_model(model.path, work / "scaled.osim", factors, mass_kg=config.subject.mass_kg,
+                                    markers=moved, preserve_mass_distribution=config.scaling.preserve_mass_distribution,
+                                    name=f"{model.skeleton.model_name}_scaled")
+        sk = Skeleton.from_osim(scaled, dtype=torch.float64)
+        xyz, w, _ = align_markers(sk, markers.names, markers.xyz, model.weights)
+        if refine_on:
+            q = refine(sk, xyz, w, q).q
+    _, rms, mx, q_full = marker_errors(sk, q, torch.from_numpy(xyz), torch.from_numpy(w))
+    return Solved(q_full.numpy(), rms.numpy(), mx.numpy(), scaled.read_text())
+
+
+def frame_quality(keypoints: KeypointSequence, fit: MeshFit, solved: Solved) -> FrameQuality:
+    conf = np.where(keypoints.detected, np.asarray(keypoints.confidence, float).mean(axis=1), 0.0)
+    q = fit.quality
+    return FrameQuality(conf, np.asarray(q.reprojection_px, float), np.asarray(q.normalized, float),
+                        np.asarray(q.plausible, bool), solved.rms, solved.max_error)
+
+
+# ---------------------------------------------------------------------------------------------
+# The pipeline
+
+
+class _Clock:
+    """Times stages and prints one progress line per stage."""
+
+    def __init__(self, progress: bool) -> None:
+        self.progress = progress
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str, what: str) -> Iterator[None]:
+        if self.progress:
+            print(f"[{name}] {what} ...", flush=True)
+        t0 = time.perf_counter()
+        yield
+        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+        if self.progress:
+            print(f"[{name}] done in {self.seconds[name]:.1f} s", flush=True)
+
+
+def _check_device(device: str) -> None:
+    if device not in ("cpu", "cuda"):
+        raise InputError(f"device {device!r} is not one of cpu, cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError("device 'cuda' was asked for but torch sees no CUDA GPU; use --device cpu")
+
+
+def run_pipeline(video: str | os.PathLike[str], config: PipelineConfig = PipelineConfig()) -> BioPoseResult:
+    """Run every stage on ``video``; see the module docstring. Bad input -> InputError naming it."""
+    video = Path(video)
+    if not video.exists():
+        raise InputError(f"video {video} does not exist; check the path")
+    _check_device(config.solver.device)
+    clock = _Clock(config.progress)
+    model = load_generic_model(config.subject)
+    front = FrontEndTiming()
+    with clock.stage("detect", f"detecting the person in {video.name} ({config.detect.detector})"):
+        keypoints = detect_video(video, config=config.detect, timing=front)
+    if not keypoints.detected.any():
+        raise InputError(f"video {video}: nobody was detected in any of its {keypoints.num_frames} frames")
+    with clock.stage("mesh", f"fitting body model {config.mesh.body_model} to {keypoints.num_frames} frames"):
+        fit = run_mesh(keypoints, config.mesh)
+    times = np.asarray(fit.times, np.float64)
+    with clock.stage("scale", f"scaling {model.path.name} to the subject"):
+        markers = subject_markers(fit, model, config.subject,
+                                  lambda m: model.stature_m * measure_scale_factors(
+                                      model.skeleton, m.names, m.xyz, config.scaling).overall)
+        factors = measure_scale_factors(model.skeleton, markers.names, markers.xyz, config.scaling)
+    with clock.stage("neurik", "NeurIK on the generic model"):
+        q0, how = solve_neurik(model, markers, times, config.solver)
+    if q0 is None:
+        q0 = model.skeleton.coordinate_defaults.double().expand(len(times), -1).numpy().copy()
+        config = dataclasses.replace(config, solver=dataclasses.replace(config.solver, refine=True))
+    with tempfile.TemporaryDirectory(prefix="biopose_") as work, \
+            clock.stage("refine", "scaled model: " + ("refinement + marker registration" if config.solver.refine
+                                                      else "marker registration")):
+        solved = fit_scaled_model(model, factors, markers, q0, config, Path(work))
+    if config.solver.refine and how == "NeurIK":
+        how = "NeurIK + refinement"
+    timings = StageTimings(detect_s=clock.seconds["detect"], detector_s=front.detector_s, mesh_s=clock.seconds["mesh"],
+                           scale_s=clock.seconds["scale"], neurik_s=clock.seconds["neurik"],
+                           refine_s=clock.seconds["refine"])
+    sk = model.skeleton
+    return BioPoseResult(
+        video=video, times=times, fps=float(fit.fps), marker_names=markers.names, marker_xyz=markers.xyz,
+        coordinate_names=tuple(sk.coordinate_names), q=solved.q,
+        rotational=sk.coordinate_is_rotational.cpu().numpy().astype(bool),
+        quality=frame_quality(keypoints, fit, solved), scale_factors=factors, scaled_model_xml=solved.xml,
+        model_name=f"{sk.model_name}_scaled", keypoints=keypoints, mesh=fit, marker_scale=markers.scale,
+        solver=how, timings=timings, config=config,
+    )
+
+
+def load_marker_map(path: str | os.PathLike[str]) -> dict[str, str]:
+    """A ``{"virtual marker": "model marker"}`` JSON file; InputError naming it when unusable."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"marker map {path} does not exist")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"marker map {path} is not valid JSON ({exc})") from exc
+    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
+        raise InputError(f"marker map {path} must be one JSON object of \"virtual name\": \"model marker name\"")
+    return data
+
+
+__all__ = ["BioPoseResult", "FrameQuality", "MeshStageConfig", "OutputFiles", "PipelineConfig", "ReportStageConfig",
+           "SolverConfig", "StageTimings", "SubjectConfig", "check_outputs", "load_marker_map", "output_files",
+           "run_pipeline"]
