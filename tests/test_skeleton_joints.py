@@ -56,6 +56,32 @@ def build_joint_chain(path: Path, seed: int = 0) -> Path:
         _set_ranges(joint)
         model.addJoint(joint)
         parent = body
+    # A joint on the bodies' own frames (no offset frames) and a marker fixed in ground.
+    bare = _add_body(osim, model, "body_bare", rng)
+    model.addJoint(osim.PinJoint("joint_bare", parent, bare))
+    model.addMarker(osim.Marker("ground_marker", model.getGround(), _vec3(rng, 1.0)))
+    model.finalizeConnections()
+    model.printToXML(str(path))
+    return path
+
+
+def build_nested_frames(path: Path, seed: int = 4) -> Path:
+    """A joint whose parent frame is an offset frame of an offset frame of a body."""
+    import opensim as osim
+
+    rng = np.random.default_rng(seed)
+    model = osim.Model()
+    model.setName("nested_frames")
+    base = _add_body(osim, model, "base", rng)
+    model.addJoint(osim.FreeJoint("free", model.getGround(), base))
+    tip = _add_body(osim, model, "tip", rng)
+    outer = osim.PhysicalOffsetFrame("outer", base, osim.Transform(osim.Rotation(0.7, osim.Vec3(0, 0, 1)), _vec3(rng, 0.3)))
+    inner = osim.PhysicalOffsetFrame("inner", outer, osim.Transform(osim.Rotation(-0.4, osim.Vec3(1, 0, 0)), _vec3(rng, 0.3)))
+    base.addComponent(outer)
+    base.addComponent(inner)
+    child = osim.PhysicalOffsetFrame("tip_offset", tip, osim.Transform(_vec3(rng, 0.2)))
+    tip.addComponent(child)
+    model.addJoint(osim.PinJoint("pin", inner, child))
     model.finalizeConnections()
     model.printToXML(str(path))
     return path
@@ -148,7 +174,14 @@ def _assert_agrees(path: Path, poses: int) -> Skeleton:
 
 def test_builtin_joint_types_agree_with_opensim(tmp_path: Path) -> None:
     sk = _assert_agrees(build_joint_chain(tmp_path / "chain.osim"), 100)
-    assert len(sk.coordinate_names) == 1 + 1 + 2 + 3 + 3 + 3 + 6 + 0
+    assert len(sk.coordinate_names) == 1 + 1 + 2 + 3 + 3 + 3 + 6 + 0 + 1
+    assert sk.marker_body_index[sk.marker_names.index("ground_marker")] == -1
+
+
+def test_nested_offset_frames_agree_but_are_not_scaled(tmp_path: Path) -> None:
+    sk = _assert_agrees(build_nested_frames(tmp_path / "nested.osim"), 50)
+    with pytest.raises(UnsupportedModelError, match="offset frames of offset frames"):
+        sk.forward(random_poses(sk, 2), scales=torch.ones(len(sk.body_names), 3))
 
 
 def test_transform_axis_functions_and_chained_couplers_agree_with_opensim(tmp_path: Path) -> None:
@@ -156,12 +189,15 @@ def test_transform_axis_functions_and_chained_couplers_agree_with_opensim(tmp_pa
     assert sk.coordinate_dependent.tolist() == [False, False, True, True]
 
 
-def test_scaling_of_builtin_joints_agrees_with_opensim(tmp_path: Path) -> None:
+@pytest.mark.parametrize("builder", [build_function_model, build_joint_chain], ids=["custom-joints", "builtin-joints"])
+def test_scaling_agrees_with_opensim(tmp_path: Path, builder) -> None:
+    """CustomJoint translation functions scale with the parent body; FreeJoint/PlanarJoint/
+    SliderJoint translations are coordinates, which Model.scale leaves alone."""
     import opensim as osim
 
     from test_skeleton import _scale_set
 
-    path = build_function_model(tmp_path / "functions.osim")
+    path = builder(tmp_path / "model.osim")
     sk = Skeleton.from_osim(path)
     factors = np.random.default_rng(2).uniform(0.6, 1.4, size=(len(sk.body_names), 3))
     model = load_opensim(path)

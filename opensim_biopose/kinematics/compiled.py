@@ -120,7 +120,7 @@ def _stack(rows: list[Tensor], width: tuple[int, ...]) -> Tensor:
 def _joint_layout(joints: list[JointSpec], rows: _AxisRows) -> JointLayout:
     by_count: dict[int, Members] = {}
     fixed: list[tuple[int, Tensor]] = []
-    t_joint, t_row, t_axis, t_scale_axis, t_parent = [], [], [], [], []
+    t_joint, t_row, t_axis, t_scale_axis, t_parent, t_unscaled = [], [], [], [], [], []
     for j, joint in enumerate(joints):
         r_pf, r_mc = _mat(joint.parent_frame), _mat(joint.child_frame).T
         active = [(rows.add(a), a) for a in joint.rotations if _is_active(a)]
@@ -134,7 +134,8 @@ def _joint_layout(joints: list[JointSpec], rows: _AxisRows) -> JointLayout:
             t_row.append(rows.add(a))
             t_parent.append(joint.parent + 1)
             t_axis.append(r_pf @ axis)
-            t_scale_axis.append(axis)
+            t_scale_axis.append(axis if a.scaled else torch.zeros(3, dtype=torch.float64))
+            t_unscaled.append(0.0 if a.scaled else 1.0)
     groups = [_rotation_group(k, members, joints) for k, members in sorted(by_count.items())]
     assembled = [j for j, _ in fixed] + [int(j) for g in groups for j in g.joints]
     long = torch.long
@@ -147,6 +148,7 @@ def _joint_layout(joints: list[JointSpec], rows: _AxisRows) -> JointLayout:
         translation_rows=torch.tensor(t_row, dtype=long),
         translation_axes=_stack(t_axis, (3,)),
         translation_scale_axes=_stack(t_scale_axis, (3,)),
+        translation_unscaled=torch.tensor(t_unscaled, dtype=torch.float64),
         translation_parent=torch.tensor(t_parent, dtype=long),
         p_pf=torch.tensor([j.parent_frame.translation for j in joints], dtype=torch.float64).reshape(-1, 3),
         p_cm=torch.tensor([j.child_frame.translation for j in joints], dtype=torch.float64).reshape(-1, 3),

@@ -37,6 +37,9 @@ class AxisSpec:
     axis: Vec3  # unit vector in the joint's parent frame F (rotations: in the rotated frame)
     coordinate: int  # index into the model's coordinates; -1 when the function is constant
     function: FunctionSpec
+    # Model.scale multiplies CustomJoint translation functions by (axis . parent body factors);
+    # translations that are coordinates themselves (FreeJoint, PlanarJoint, SliderJoint) stay.
+    scaled: bool = True
 
 
 FIXED_AXES = (AxisSpec(X_AXIS, -1, ZERO), AxisSpec(Y_AXIS, -1, ZERO), AxisSpec(Z_AXIS, -1, ZERO))
@@ -289,8 +292,8 @@ def _fixed_axes_reader(rotations: tuple[Vec3, ...], translations: tuple[Vec3, ..
             raise UnsupportedModelError(
                 f"joint {joint.getName()} ({joint.getConcreteClassName()}) has {len(coords)} coordinates, expected {expected}"
             )
-        rot = [AxisSpec(a, c, IDENTITY) for a, c in zip(rotations, coords)]
-        trans = [AxisSpec(a, c, IDENTITY) for a, c in zip(translations, coords[len(rotations):])]
+        rot = [AxisSpec(a, c, IDENTITY, scaled=False) for a, c in zip(rotations, coords)]
+        trans = [AxisSpec(a, c, IDENTITY, scaled=False) for a, c in zip(translations, coords[len(rotations):])]
         rot += list(FIXED_AXES[len(rot):])
         trans += list(FIXED_AXES[len(trans):])
         return (rot[0], rot[1], rot[2]), (trans[0], trans[1], trans[2])

@@ -60,6 +60,7 @@ class JointLayout:
     translation_rows: Tensor  # (T,) long: row of its value
     translation_axes: Tensor  # (T, 3) axis in the parent body (F axis rotated by F's orientation)
     translation_scale_axes: Tensor  # (T, 3) axis in F (OpenSim scales by axis . parent factors)
+    translation_unscaled: Tensor  # (T,) 1.0 where the value is a coordinate that scaling leaves alone, else 0.0
     translation_parent: Tensor  # (T,) long: parent body slot of each axis (for scaling)
     p_pf: Tensor  # (J, 3) origin of F in the parent body, metres
     p_cm: Tensor  # (J, 3) origin of M in the child body, metres
@@ -80,13 +81,14 @@ def local_translations(layout: JointLayout, values: Tensor, rotations: Tensor, s
 
     p = p_PF + sum_i t_i (R_PF axis_i) - R_PC p_CM; with per-body ``scales`` (1 + NB, 3, B or 1)
     (slot 0 = ground) as OpenSim's Model.scale: p_PF by the parent's factors, p_CM by the child's,
-    and each translation value t_i by (axis_i . parent factors).
+    and each CustomJoint translation value t_i by (axis_i . parent factors).
     """
     t = values[layout.translation_rows]  # (T, B)
     p_pf, p_cm = layout.p_pf.unsqueeze(-1), layout.p_cm.unsqueeze(-1)
     if scales is not None:
         s_axis = scales[layout.translation_parent]  # (T, 3, B|1)
-        t = t * (layout.translation_scale_axes.unsqueeze(-1) * s_axis).sum(1)
+        factor = (layout.translation_scale_axes.unsqueeze(-1) * s_axis).sum(1)
+        t = t * (factor + layout.translation_unscaled.unsqueeze(-1))
         p_pf = p_pf * scales[layout.parent_body]
         p_cm = p_cm * scales[layout.child_body]
     moved = (t.unsqueeze(1) * layout.translation_axes.unsqueeze(-1))  # (T, 3, B)
