@@ -29,10 +29,18 @@ def atomic_path(target: str | os.PathLike[str], *, overwrite: bool = True) -> It
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        # mkstemp creates 0600 files; give the output the mode a plain open() would.
+        os.chmod(tmp_path, 0o666 & ~_current_umask())
         os.replace(tmp_path, target)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_text_atomic(target: str | os.PathLike[str], text: str, *, overwrite: bool = True) -> Path:
