@@ -28,11 +28,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def setup_marker_weights(path: str) -> dict[str, float]:
+    """``{marker: weight}`` of the applied IKMarkerTasks of an IK setup (only the task set is read:
+    a setup for training need not name a marker file)."""
+    import xml.etree.ElementTree as ET
+
+    if not Path(path).is_file():
+        raise InputError(f"IK setup file {path} does not exist")
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as exc:
+        raise InputError(f"IK setup file {path} is not valid XML: {exc}") from exc
+    weights: dict[str, float] = {}
+    for task in root.iter("IKMarkerTask"):
+        apply = (task.findtext("apply") or "true").strip().lower() in {"true", "1", "yes"}
+        try:
+            weight = float((task.findtext("weight") or "1").strip())
+        except ValueError as exc:
+            raise InputError(f"{path}: IKMarkerTask {task.get('name')!r} has a non-numeric weight") from exc
+        if apply:
+            weights[task.get("name", "")] = weight
+    if not weights:
+        raise InputError(f"{path} has no applied IKMarkerTask; is it an IK setup file?")
+    return weights
+
+
 def _markers(args: argparse.Namespace, sk) -> tuple[list[str], list[float]]:
     if args.setup:
-        from opensim_biopose.io.ik_setup import read_ik_setup
-
-        weights = read_ik_setup(args.setup).marker_weights()
+        weights = setup_marker_weights(args.setup)
         names = [m for m, w in weights.items() if w > 0 and m in sk.marker_names]
         absent = [m for m in weights if m not in sk.marker_names]
         if absent:

@@ -214,6 +214,8 @@ class NeurIK:
         lay = self.layout
         q = lay.default_q.to(sk_dtype).expand(xyz.shape[0], -1).clone()
         q[:, lay.predicted] = q_pred.to(sk_dtype)
+        lo, hi = lay.lower.to(sk_dtype), lay.upper.to(sk_dtype)
+        q = torch.where(lay.clamped, torch.minimum(torch.maximum(q, lo), hi), q)
         if lay.has_root:
             rot, pos = root.rotation.to(sk_dtype), root.position.to(sk_dtype)
             q = torch.cat([solve_root_coordinates(self.sk, q[i:i + _ROOT_CHUNK], lay,

@@ -1,7 +1,8 @@
 """Pure tensor glue between marker windows, the network and coordinates (no nn.Modules).
 
-``window_features`` normalises a window of ground-frame markers into the network's input;
-``decode`` turns network outputs back into coordinates and a root pose in ground.
+``window_features`` expresses a window of ground-frame markers in per-frame reference
+frames (see :mod:`.frames`); ``decode`` turns network outputs back into coordinates and a
+root pose in ground.
 """
 from __future__ import annotations
 
@@ -11,10 +12,13 @@ import torch
 from torch import Tensor
 
 from opensim_biopose.neurik.frames import (
-    estimate_heading, from_canonical, rotation_6d_to_matrix, rotation_from_canonical, to_canonical, window_origin,
+    estimate_heading, kabsch, project_to_rotation, rotation_6d_to_matrix, to_frame, window_origin, yaw_matrix,
 )
 from opensim_biopose.neurik.layout import ModelLayout, RootPose
 from opensim_biopose.neurik.model import NeurIKOutput
+
+
+_SLACK = 1.05
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -22,39 +26,66 @@ class WindowInput:
     """Network input for B windows of T frames.
 
     Attributes:
-        relative: (B, T, M, 3) canonical-frame marker positions minus the frame centroid (m), 0 where missing.
+        relative: (B, T, M, 3) markers in each frame's reference frame minus their centroid (m), 0 where missing.
         visible: (B, T, M) bool.
-        centroid: (B, T, 3) canonical-frame centroid of the visible markers (m), 0 for empty frames.
-        psi: (B,) heading of each window (rad); origin: (B, 3) its horizontal origin (m, Y = 0).
+        centroid: (B, T, 3) that centroid (m), 0 for empty frames.
+        frame: the per-frame reference frames in ground, rotation (B, T, 3, 3), position (B, T, 3) m.
     """
 
     relative: Tensor
     visible: Tensor
     centroid: Tensor
-    psi: Tensor
-    origin: Tensor
+    frame: RootPose
 
 
-def window_features(markers: Tensor, visible: Tensor, layout: ModelLayout) -> WindowInput:
-    """markers: (B, T, M, 3) ground frame, metres (anything where not visible); visible: (B, T, M) bool."""
-    b = markers.shape[0]
-    markers = torch.nan_to_num(markers)
+def _heading_frame(markers: Tensor, visible: Tensor, layout: ModelLayout) -> RootPose:
+    """Window-constant frame: heading about Y and horizontal origin, (B, T, ...)."""
+    b, t = markers.shape[:2]
     if layout.has_root:
         h = layout.heading_markers
         ref = layout.heading_reference.to(markers.dtype)
         psi = estimate_heading(markers[:, :, h], visible[:, :, h], ref)
         origin = window_origin(markers[:, :, h], visible[:, :, h])
-        fallback = window_origin(markers, visible)          # no root marker visible in the window
         has_h = visible[:, :, h].any(2).any(1, keepdim=True)
-        origin = torch.where(has_h, origin, fallback)
+        origin = torch.where(has_h, origin, window_origin(markers, visible))
     else:
         psi = markers.new_zeros(b)
         origin = markers.new_zeros(b, 3)
-    canon = to_canonical(markers, psi, origin)
+    return RootPose(yaw_matrix(psi)[:, None].expand(b, t, 3, 3), origin[:, None].expand(b, t, 3))
+
+
+def _root_frame(markers: Tensor, visible: Tensor, layout: ModelLayout) -> RootPose:
+    """Root pose fitted to the root markers per frame; frames with < 3 of them borrow the
+    window's mean fitted pose, windows without any borrow the heading frame."""
+    h = layout.heading_markers
+    rot, pos, ok = kabsch(markers[:, :, h], visible[:, :, h], layout.root_reference)
+    w = ok.to(markers.dtype)
+    n = w.sum(1).clamp_min(1.0)
+    mean_rot = project_to_rotation((rot * w[..., None, None]).sum(1) / n[:, None, None] + 1e-9)
+    mean_pos = (pos * w[..., None]).sum(1) / n[:, None]
+    fallback = _heading_frame(markers, visible, layout)
+    any_ok = ok.any(1)[:, None]
+    fb_rot = torch.where(any_ok[..., None, None], mean_rot[:, None], fallback.rotation)
+    fb_pos = torch.where(any_ok[..., None], mean_pos[:, None], fallback.position)
+    return RootPose(torch.where(ok[..., None, None], rot, fb_rot), torch.where(ok[..., None], pos, fb_pos))
+
+
+def window_features(markers: Tensor, visible: Tensor, layout: ModelLayout) -> WindowInput:
+    """markers: (B, T, M, 3) ground frame, metres (anything where not visible); visible: (B, T, M) bool."""
+    markers = torch.nan_to_num(markers)
+    frame = _root_frame(markers, visible, layout) if layout.rigid_root else _heading_frame(markers, visible, layout)
+    local = to_frame(markers, frame.rotation, frame.position)
     w = visible.to(markers.dtype).unsqueeze(-1)
-    centroid = (canon * w).sum(2) / w.sum(2).clamp_min(1.0)
-    relative = (canon - centroid.unsqueeze(2)) * w
-    return WindowInput(relative, visible, centroid, psi, origin)
+    centroid = (local * w).sum(2) / w.sum(2).clamp_min(1.0)
+    relative = (local - centroid.unsqueeze(2)) * w
+    return WindowInput(relative, visible, centroid, frame)
+
+
+def target_in_frame(root: RootPose, frame: RootPose) -> RootPose:
+    """A ground pose (B, T, ...) expressed in the reference frames."""
+    rot = frame.rotation.transpose(-1, -2) @ root.rotation
+    pos = ((root.position - frame.position).unsqueeze(-2) @ frame.rotation).squeeze(-2)
+    return RootPose(rot, pos)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -63,13 +94,13 @@ class Decoded:
 
     Attributes:
         q: (B, T, n) all coordinates (rad / m); root coordinates at their defaults (see root_*).
-        root_canonical: root body pose in the canonical frame, (B, T, 3, 3) and (B, T, 3) m, or None.
+        root_local: root body pose in the reference frames, (B, T, 3, 3) and (B, T, 3) m, or None.
         root_ground: the same in ground, or None.
         scales: (B, NB, 3) segment scale factors, or None.
     """
 
     q: Tensor
-    root_canonical: RootPose | None
+    root_local: RootPose | None
     root_ground: RootPose | None
     scales: Tensor | None
 
@@ -79,13 +110,17 @@ def decode(out: NeurIKOutput, inp: WindowInput, layout: ModelLayout) -> Decoded:
     b, t, _ = out.coords.shape
     dtype = out.coords.dtype
     q = layout.default_q.to(dtype).expand(b, t, -1).clone()
-    q[..., layout.predicted] = layout.centre.to(dtype) + layout.half_span.to(dtype) * out.coords
+    # tanh keeps every prediction inside the coordinate's range (+5 % slack for values sitting
+    # on a bound): wide ranges otherwise admit a second Euler-angle solution with the same
+    # marker positions (hip flexion +180, adduction 180 - b, rotation +180) that the marker
+    # loss happily pulls predictions into.
+    q[..., layout.predicted] = layout.centre.to(dtype) + _SLACK * layout.half_span.to(dtype) * torch.tanh(out.coords)
     if out.root_6d is not None and layout.has_root:
-        rot_c = rotation_6d_to_matrix(out.root_6d)
-        canon = RootPose(rot_c, out.root_position)
-        ground = RootPose(rotation_from_canonical(rot_c, inp.psi.to(dtype)),
-                          from_canonical(out.root_position, inp.psi.to(dtype), inp.origin.to(dtype)))
+        rot_l = rotation_6d_to_matrix(out.root_6d)
+        local = RootPose(rot_l, out.root_position)
+        fr, fp = inp.frame.rotation.to(dtype), inp.frame.position.to(dtype)
+        ground = RootPose(fr @ rot_l, fp + (out.root_position.unsqueeze(-2) @ fr.transpose(-1, -2)).squeeze(-2))
     else:
-        canon = ground = None
+        local = ground = None
     scales = torch.exp(out.log_scales) if out.log_scales is not None else None
-    return Decoded(q, canon, ground, scales)
+    return Decoded(q, local, ground, scales)

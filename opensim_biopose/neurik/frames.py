@@ -1,10 +1,11 @@
-"""Pure tensor math for NeurIK's window-level canonical frame (no nn.Modules here).
+"""Pure tensor math for NeurIK's reference frames (no nn.Modules here).
 
-Frames: OpenSim ground is Y-up, metres. A window's *canonical frame* is the ground frame
-rotated about Y by the window's heading ``psi`` (rad) and shifted horizontally to the
-window's root-marker centroid ``origin`` (its Y component is always 0, so heights stay
-absolute). The network sees markers and predicts the root body's pose in that frame, which
-makes it independent of where the subject walks in the lab and which way it faces.
+Frames: OpenSim ground is Y-up, metres. Each frame of a window gets a *reference frame*:
+the root body's pose fitted rigidly to its markers (:func:`kabsch`) when the root carries at
+least three markers, else the window's *canonical frame* (ground rotated about Y by the
+window's heading ``psi`` and shifted horizontally to its marker centroid ``origin``, Y = 0).
+The network sees markers in that frame and predicts the root pose relative to it, which makes
+it independent of where the subject stands and which way it faces.
 """
 from __future__ import annotations
 
@@ -102,3 +103,37 @@ def rotation_from_canonical(r: Tensor, psi: Tensor) -> Tensor:
     """Inverse of :func:`rotation_to_canonical`."""
     y = yaw_matrix(psi).reshape(r.shape[0], *([1] * (r.dim() - 3)), 3, 3)
     return y @ r
+
+
+def kabsch(points: Tensor, visible: Tensor, reference: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Rigid pose of a marker cluster per frame (least squares, Kabsch/Umeyama without scale).
+
+    Args:
+        points: (B, T, K, 3) observed markers in ground (m); ignored where not visible.
+        visible: (B, T, K) bool.
+        reference: (K, 3) the same markers in the body frame (m).
+    Returns:
+        rotation (B, T, 3, 3) body-to-ground, position (B, T, 3) m with
+        ``points ≈ reference @ rotation^T + position``, and ok (B, T) bool: >= 3 markers seen.
+    """
+    w = visible.to(points.dtype).unsqueeze(-1)
+    n = w.sum(2, keepdim=True).clamp_min(1.0)
+    p = torch.nan_to_num(points) * w
+    pc = p.sum(2, keepdim=True) / n
+    ref = reference.to(points.dtype).expand_as(points) * w
+    rc = ref.sum(2, keepdim=True) / n
+    h = ((ref - rc) * w).transpose(-1, -2) @ ((p - pc) * w)                 # (B,T,3,3)
+    h = h + 1e-9 * torch.eye(3, dtype=points.dtype)
+    u, _, vh = torch.linalg.svd(h)
+    d = torch.linalg.det(vh.transpose(-1, -2) @ u.transpose(-1, -2))
+    fix = torch.ones_like(h[..., 0, :])
+    fix[..., 2] = d
+    rot = (vh.transpose(-1, -2) * fix.unsqueeze(-2)) @ u.transpose(-1, -2)
+    pos = pc.squeeze(2) - (rc.squeeze(2).unsqueeze(-2) @ rot.transpose(-1, -2)).squeeze(-2)
+    ok = visible.sum(-1) >= 3
+    return rot, pos, ok
+
+
+def to_frame(x: Tensor, rotation: Tensor, position: Tensor) -> Tensor:
+    """Ground points (B, T, M, 3) -> per-frame local frames (rotation (B, T, 3, 3), position (B, T, 3))."""
+    return ((x - position.unsqueeze(2)).unsqueeze(-2) @ rotation.unsqueeze(2)).squeeze(-2)

@@ -4,7 +4,7 @@ The layout is derived from the model itself (never from coordinate-name conventi
 
 * the *root* coordinates are the ones that move every moving body (a floating base such as
   ``pelvis_tx..pelvis_rotation``); the root body is the moving body driven by them alone.
-  NeurIK predicts the root body's pose in a window's canonical frame and converts it back to
+  NeurIK predicts the root body's pose relative to a per-frame reference frame and converts it back to
   root coordinates with :func:`solve_root_coordinates`;
 * the *predicted* coordinates are the remaining independent, unlocked ones; NeurIK regresses
   them directly (radians / metres, normalised by their range);
@@ -63,6 +63,9 @@ class ModelLayout:
         heading_markers: (K,) indices into ``marker_names`` of markers on the root body
             (all markers when fewer than 2 are), used to estimate each window's heading.
         heading_reference: (K, 3) their positions (m) in the default pose, facing +X.
+        root_reference: (K, 3) their positions (m) in the root body frame.
+        rigid_root: True when >= 3 non-collinear markers sit on the root body, so each frame's
+            reference frame is the root pose fitted to them; else the window's heading frame.
         centre: (P,) mid-range of the predicted coordinates (rad / m).
         half_span: (P,) half their range, capped (rad / m): network outputs are in these units.
         lower, upper: (n,) coordinate ranges; clamped: (n,) bool.
@@ -80,6 +83,8 @@ class ModelLayout:
     yaw_coordinate: int
     heading_markers: Tensor
     heading_reference: Tensor
+    root_reference: Tensor
+    rigid_root: bool
     centre: Tensor
     half_span: Tensor
     lower: Tensor
@@ -155,14 +160,26 @@ def _marker_indices(sk, marker_names: Sequence[str]) -> Tensor:
     return torch.tensor([names.index(m) for m in marker_names], dtype=torch.long)
 
 
-def _heading(sk, marker_index: Tensor, root_body: int, default_q: Tensor, root: list[int]) -> tuple[Tensor, Tensor]:
+def _heading(sk, marker_index: Tensor, root_body: int, default_q: Tensor, root: list[int]) -> tuple[Tensor, Tensor, Tensor]:
+    """Heading markers, their default-pose ground positions and their root-body-frame positions."""
     q = default_q.clone()
     q[root] = torch.where(torch.as_tensor(sk.coordinate_is_rotational)[root], 0.0, q[root])
     with torch.no_grad():
-        markers = sk.forward(q.unsqueeze(0)).markers[0][marker_index]
+        out = sk.forward(q.unsqueeze(0).to(sk.marker_offsets.dtype))
+    markers = out.markers[0][marker_index].to(torch.float64)
     on_root = (torch.as_tensor(sk.marker_body_index)[marker_index] == root_body).nonzero().flatten()
     chosen = on_root if on_root.numel() >= 2 else torch.arange(marker_index.numel())
-    return chosen, markers[chosen].to(torch.float64)
+    pose = body_pose(out.body_transforms[0].to(torch.float64), root_body)
+    local = (markers[chosen] - pose.position) @ pose.rotation
+    return chosen, markers[chosen], local
+
+
+def _spans_a_plane(points: Tensor) -> bool:
+    """At least 3 points, not (nearly) collinear: a rigid frame can be fitted to them."""
+    if points.shape[0] < 3:
+        return False
+    s = torch.linalg.svdvals(points - points.mean(0))
+    return bool(s[1] > 0.02 * s[0] and s[1] > 0.01)
 
 
 def _normalisation(lower: Tensor, upper: Tensor, rotational: Tensor) -> tuple[Tensor, Tensor]:
@@ -185,7 +202,9 @@ def build_layout(sk, marker_names: Sequence[str]) -> ModelLayout:
     is_root[root] = True
     predicted = (~locked & ~dependent & ~is_root).nonzero().flatten()
     marker_index = _marker_indices(sk, marker_names)
-    heading_markers, heading_reference = _heading(sk, marker_index, root_body, default_q, root)
+    heading_markers, heading_reference, root_reference = _heading(sk, marker_index, root_body, default_q, root)
+    rigid = root_body >= 0 and _spans_a_plane(root_reference) and bool(
+        (torch.as_tensor(sk.marker_body_index)[marker_index][heading_markers] == root_body).all())
     centre, half = _normalisation(ranges[:, 0], ranges[:, 1], rotational)
     return ModelLayout(
         coordinate_names=tuple(sk.coordinate_names),
@@ -198,6 +217,8 @@ def build_layout(sk, marker_names: Sequence[str]) -> ModelLayout:
         yaw_coordinate=_yaw_coordinate(sk, default_q, root, root_body) if root else -1,
         heading_markers=heading_markers,
         heading_reference=heading_reference,
+        root_reference=root_reference,
+        rigid_root=rigid,
         centre=centre[predicted],
         half_span=half[predicted],
         lower=ranges[:, 0].clone(),

@@ -1,14 +1,14 @@
 """The NeurIK network: markers of a sliding window -> coordinates, root pose, segment scales.
 
-Per frame, each marker (canonical-frame position relative to the frame's centroid, plus a
+Per frame, each marker (reference-frame position relative to the frame's centroid, plus a
 visibility bit) is projected by weights that belong to that marker's index in the
 checkpoint's marker order (a learned per-marker embedding; a missing marker contributes
 only its "missing" bias), summed, and passed through an MLP. A temporal transformer encoder
 with learned positional embeddings mixes the frames of the window. Heads regress
 
-* the directly predicted coordinates, in units of their half range around mid-range,
-* the root body's orientation (continuous 6D representation) and position (m) in the
-  window's canonical frame,
+* the directly predicted coordinates, as pre-tanh values mapped onto their ranges,
+* the root body's orientation (continuous 6D representation) and position (m) relative
+  to each frame's reference frame (see :mod:`.frames`),
 * per-segment log scale factors (one per window).
 """
 from __future__ import annotations
@@ -26,7 +26,8 @@ class NeurIKConfig:
     n_markers: int
     n_predicted: int                      # directly regressed coordinates
     n_bodies: int                         # segments with scale factors
-    window: int = 32                      # frames per window (~0.3-1 s: a gait half-cycle or more)
+    window: int = 16                      # frames per window (0.13-0.6 s): enough context for smoothing; short
+                                          # windows give more independent poses per training step
     d_model: int = 160                    # width of frame features
     frame_layers: int = 2                 # residual MLP blocks per frame after the marker projection
     temporal_layers: int = 2              # transformer encoder layers across the window
@@ -41,9 +42,9 @@ class NeurIKOutput:
     """Network outputs for (B, T) frames.
 
     Attributes:
-        coords: (B, T, P) predicted coordinates in normalised units (see ModelLayout.half_span).
-        root_6d: (B, T, 6) root orientation in the canonical frame (6D), or None.
-        root_position: (B, T, 3) root position in the canonical frame (m), or None.
+        coords: (B, T, P) predicted coordinates before the tanh onto their ranges (see features.decode).
+        root_6d: (B, T, 6) root orientation relative to the reference frame (6D), or None.
+        root_position: (B, T, 3) root position in the reference frame (m), or None.
         log_scales: (B, NB, 3) log segment scale factors, or None.
     """
 
@@ -83,16 +84,16 @@ class NeurIKNet(nn.Module):
         self.root_head = nn.Linear(d, 9) if cfg.predict_root else None
         self.scale_head = nn.Linear(d, cfg.n_bodies * 3) if cfg.predict_scales else None
         if self.root_head is not None:
-            with torch.no_grad():   # start at the identity orientation, origin at 1 m height
+            with torch.no_grad():   # start at the reference frame itself (identity, zero offset)
                 self.root_head.weight.mul_(0.1)
-                self.root_head.bias.copy_(torch.tensor([1, 0, 0, 0, 1, 0, 0, 1.0, 0]))
+                self.root_head.bias.copy_(torch.tensor([1, 0, 0, 0, 1, 0, 0, 0, 0.0]))
         if self.scale_head is not None:
             with torch.no_grad():
                 self.scale_head.weight.mul_(0.1)
                 self.scale_head.bias.zero_()
 
     def forward(self, relative: Tensor, visible: Tensor, centroid: Tensor) -> NeurIKOutput:
-        """relative: (B, T, M, 3) m, visible: (B, T, M) bool, centroid: (B, T, 3) m (canonical frame)."""
+        """relative: (B, T, M, 3) m, visible: (B, T, M) bool, centroid: (B, T, 3) m (reference frame, see features.window_features)."""
         feats = torch.cat([relative, visible.unsqueeze(-1).to(relative.dtype)], -1)    # (B,T,M,4)
         x = torch.einsum("btmc,mcd->btd", feats, self.marker_proj) + self.centroid_proj(centroid)
         x = self.frame(x)

@@ -30,7 +30,7 @@ DEG = math.pi / 180.0
 class SynthConfig:
     """How synthetic windows are drawn. Defaults suit a generic (unscaled) model and video markers."""
 
-    window: int = 32                       # frames per window; must match the network's window
+    window: int = 16                       # frames per window; must match the network's window
     fps_range: tuple[float, float] = (25.0, 120.0)   # video 25-60 fps, lab 60-120 Hz
     # Share of windows per motion pattern (see PATTERNS); smooth random motion keeps the
     # whole range covered, the patterns put weight on postures people actually adopt.
@@ -42,6 +42,9 @@ class SynthConfig:
     # Rotations of unbounded/wide joints are drawn within default +- this (rad): beyond a
     # half turn nothing is anatomical.
     max_rotation_excursion: float = 100 * DEG
+    # ... and within default +- this for unclamped coordinates (placeholder ranges); the
+    # gait/squat/jump patterns still reach further (e.g. 125 deg of knee flexion).
+    unclamped_rotation_excursion: float = 50 * DEG
     # Root (floating-base) rotations: +- this around zero; heading comes from a global yaw.
     root_rotation_range: float = 35 * DEG
     root_height_jitter: float = 0.25        # m, root translation coordinates +- this around default
@@ -173,7 +176,10 @@ class SyntheticMotion:
         lo, hi = layout.lower.clone(), layout.upper.clone()
         d = layout.default_q
         rot = layout.rotational
-        exc = cfg.max_rotation_excursion
+        # Clamped ranges are anatomical: sample all of them. Unclamped ranges are often
+        # placeholders (gait2354: +-120 deg for all three hip angles), and sampling them makes
+        # Euler-angle triplets ambiguous; stay within default +- the unclamped excursion there.
+        exc = torch.where(layout.clamped, cfg.max_rotation_excursion, cfg.unclamped_rotation_excursion)
         lo = torch.where(rot, torch.maximum(lo, d - exc), torch.maximum(lo, d - 0.3))
         hi = torch.where(rot, torch.minimum(hi, d + exc), torch.minimum(hi, d + 0.3))
         root = layout.root

@@ -20,8 +20,8 @@ from opensim_biopose.errors import CheckpointError, InputError
 from opensim_biopose.neurik.checkpoint import (
     CheckpointMeta, load_checkpoint, load_state, save_checkpoint, save_state,
 )
-from opensim_biopose.neurik.features import Decoded, WindowInput, decode, window_features
-from opensim_biopose.neurik.frames import rotation_to_canonical, to_canonical
+from opensim_biopose.neurik.features import Decoded, WindowInput, decode, target_in_frame, window_features
+from opensim_biopose.neurik.frames import to_frame
 from opensim_biopose.neurik.layout import ModelLayout, build_layout
 from opensim_biopose.neurik.model import NeurIKConfig, NeurIKNet, build_neurik
 from opensim_biopose.neurik.synth import SynthBatch, SynthConfig, SyntheticMotion
@@ -46,7 +46,7 @@ class TrainConfig:
 
     steps: int = 4000                 # ~10-15 min on one CPU core with the default network
     minutes: float | None = None      # optional wall-clock stop (makes the run non-deterministic)
-    batch: int = 24                   # windows per step: 24 x 32 frames = 768 poses
+    batch: int = 48                   # windows per step: 48 x 16 frames = 768 poses
     lr: float = 1.5e-3
     warmup: int = 100                 # linear warm-up steps, then cosine decay to 5 %
     weight_decay: float = 1e-4
@@ -112,18 +112,17 @@ def compute_losses(batch: SynthBatch, inp: WindowInput, dec: Decoded, sk, layout
     out = sk.forward(dec.q.reshape(b * t, -1),
                      scales=scales.repeat_interleave(t, 0) if scales is not None else None)
     markers = out.markers[:, layout.marker_index].reshape(b, t, -1, 3)
-    target = to_canonical(batch.clean_markers, inp.psi, inp.origin)
-    if dec.root_canonical is not None:
+    frame = inp.frame
+    target = to_frame(batch.clean_markers, frame.rotation, frame.position)
+    if dec.root_local is not None:
         tf = out.body_transforms[:, layout.root_body].reshape(b, t, 4, 4)
-        r0, p0 = tf[..., :3, :3], tf[..., :3, 3]
-        local = ((markers - p0.unsqueeze(2)).unsqueeze(-2) @ r0.unsqueeze(2)).squeeze(-2)
-        rc, pc = dec.root_canonical.rotation, dec.root_canonical.position
-        markers = (local.unsqueeze(-2) @ rc.transpose(-1, -2).unsqueeze(2)).squeeze(-2) + pc.unsqueeze(2)
-        true_r = rotation_to_canonical(batch.root.rotation, inp.psi)
-        true_p = to_canonical(batch.root.position, inp.psi, inp.origin)
-        total = total + w.root_rotation * (rc - true_r).abs().mean() + w.root_position * (pc - true_p).abs().mean()
+        in_root = to_frame(markers, tf[..., :3, :3], tf[..., :3, 3])         # markers in the root body
+        rl, pl = dec.root_local.rotation, dec.root_local.position
+        markers = (in_root.unsqueeze(-2) @ rl.transpose(-1, -2).unsqueeze(2)).squeeze(-2) + pl.unsqueeze(2)
+        true = target_in_frame(batch.root, frame)
+        total = total + w.root_rotation * (rl - true.rotation).abs().mean() + w.root_position * (pl - true.position).abs().mean()
     else:
-        markers = to_canonical(markers, inp.psi, inp.origin)
+        markers = to_frame(markers, frame.rotation, frame.position)
     dist = (markers - target).norm(dim=-1)                                   # (B,T,M)
     total = total + w.markers * (dist * marker_w).mean()
     rot = layout.rotational[pred]
