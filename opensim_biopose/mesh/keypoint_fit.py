@@ -45,8 +45,11 @@ class KeypointFitConfig:
     # Keypoints the layout and the body model must share (core ones included) to fit at all.
     min_shared_keypoints: int = 8
     rigid_iterations: int = 60
-    iterations: int = 200
+    # Objective evaluations of the full stage (L-BFGS) or Adam steps.
+    iterations: int = 300
     learning_rate: float = 0.03
+    # "lbfgs" or "adam" (see OPTIMIZERS); the problem is smooth and full-batch, which suits L-BFGS.
+    optimizer: str = "lbfgs"
     # Headings tried in the rigid stage: 8 covers front, back and both profiles with margin.
     yaw_candidates: int = 8
     # Robust (pseudo-Huber) scales: detectors place keypoints within ~1-2% of body size;
@@ -54,14 +57,18 @@ class KeypointFitConfig:
     robust_2d: float = 0.02            # fraction of the person's size in pixels
     robust_3d_m: float = 0.05
     weight_3d: float = 0.3
-    weight_pose: float = 0.05
+    weight_pose: float = 0.005
     weight_limits: float = 10.0
-    # Smoothness is on 3D keypoint accelerations in metres per frame^2 / robust_3d_m.
+    # Smoothness: squared 3D keypoint accelerations over this scale (m/s^2). Feet reach
+    # ~10-20 m/s^2 in walking; 45 m/s^2 lets such motion through while damping jitter
+    # (it equals 5 cm per frame^2 at 30 fps, where the weight was tuned).
+    smooth_accel_mps2: float = 45.0
     weight_smooth: float = 0.2
     # People stand roughly upright and the camera is taken as level: penalise sin^2 of the
     # body's tilt from the camera's vertical (it removes the lean-towards-the-camera ambiguity).
     weight_upright: float = 1.0
-    weight_shape: float = 0.05
+    # Strong enough that limb proportions do not absorb depth ambiguities of a monocular view.
+    weight_shape: float = 0.5
     # A frame whose mean residual exceeds 5% of the body size, or a joint 15 deg beyond its
     # limits, is flagged implausible (good fits sit at the detector's 1-2%).
     max_normalized_residual: float = 0.05
@@ -206,12 +213,13 @@ def limit_excess(pose: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor) -
     return torch.relu(lower - pose) + torch.relu(pose - upper)
 
 
-def smoothness_cost(points: torch.Tensor, config: KeypointFitConfig) -> torch.Tensor:
-    """Scalar: mean squared acceleration of (T, K, 3) points, metres per frame^2 / robust_3d_m."""
+def smoothness_cost(points: torch.Tensor, fps: float, config: KeypointFitConfig) -> torch.Tensor:
+    """Scalar: mean squared acceleration of (T, K, 3) points (metres, frames at ``fps``),
+    in units of ``config.smooth_accel_mps2``."""
     if points.shape[0] < 3:
         return points.new_zeros(())
-    acc = points[2:] - 2.0 * points[1:-1] + points[:-2]
-    return ((acc / config.robust_3d_m) ** 2).sum(-1).mean()
+    acc = (points[2:] - 2.0 * points[1:-1] + points[:-2]) * fps ** 2           # m/s^2
+    return ((acc / config.smooth_accel_mps2) ** 2).sum(-1).mean()
 
 
 class KeypointFit(MeshBackend):
@@ -252,7 +260,8 @@ class KeypointFit(MeshBackend):
         valid_t = torch.tensor(np.flatnonzero(obs.valid))
 
         rot0, transl0 = self._rigid_init(regressor, obs, valid_t, camera)
-        params = self._full_fit(regressor, obs, interp, camera, rot0, transl0)
+        fps = float(keypoints.fps) if keypoints.fps and keypoints.fps > 0 else 30.0
+        params = self._full_fit(regressor, obs, interp, camera, rot0, transl0, fps)
         return self._finish(keypoints, regressor, obs, interp, camera, params)
 
     # ----------------------------------------------------------------------------- posing
@@ -304,7 +313,8 @@ class KeypointFit(MeshBackend):
 
     # ----------------------------------------------------------------------------- stage 2
     def _full_fit(self, regressor: VertexRegressor, obs: Observations, interp: torch.Tensor,
-                  camera: PinholeCamera, rot0: torch.Tensor, transl0: torch.Tensor) -> dict[str, torch.Tensor]:
+                  camera: PinholeCamera, rot0: torch.Tensor, transl0: torch.Tensor,
+                  fps: float) -> dict[str, torch.Tensor]:
         cfg, body = self.config, self.body
         vertex_ids, regressor = regressor.sparsified(cfg.max_vertices_per_keypoint).compact()
         tv, p = rot0.shape[0], len(body.pose_joint_names)
@@ -317,13 +327,9 @@ class KeypointFit(MeshBackend):
         prior_w = body.pose_prior_weights()[None, :, None]
         lo, hi = body.shape_bounds
         neutral_u = (body.neutral_shape - lo) / (hi - lo)
-        groups = [{"params": [pose, rot, transl, shape_raw], "lr": cfg.learning_rate}]
-        if obs.world is not None:
-            groups.append({"params": [log_scale], "lr": cfg.learning_rate})
-        opt = torch.optim.Adam(groups)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(cfg.iterations, 1), eta_min=cfg.learning_rate * 0.05)
-        for _ in range(cfg.iterations):
-            opt.zero_grad()
+        params = [pose, rot, transl, shape_raw] + ([log_scale] if obs.world is not None else [])
+
+        def objective() -> torch.Tensor:
             shape = self._shape(shape_raw)
             pts = self._keypoints_camera(regressor, interp, pose, rot, transl, shape, vertex_ids)  # (T, K, 3)
             loss = reprojection_cost(project(pts, camera), obs, cfg)
@@ -331,13 +337,12 @@ class KeypointFit(MeshBackend):
                 loss = loss + cfg.weight_3d * world_cost(pts, obs, log_scale, hips, cfg)
             loss = loss + cfg.weight_pose * (prior_w * pose ** 2).sum((1, 2)).mean()
             loss = loss + cfg.weight_limits * (limit_excess(pose, self._lower, self._upper) ** 2).sum((1, 2)).mean()
-            loss = loss + cfg.weight_smooth * smoothness_cost(pts, cfg)
+            loss = loss + cfg.weight_smooth * smoothness_cost(pts, fps, cfg)
             loss = loss + cfg.weight_upright * self._tilt_cost(rot)
             u = (shape - lo) / (hi - lo)
-            loss = loss + cfg.weight_shape * ((u - neutral_u) ** 2).sum()
-            loss.backward()
-            opt.step()
-            sched.step()
+            return loss + cfg.weight_shape * ((u - neutral_u) ** 2).sum()
+
+        OPTIMIZERS[cfg.optimizer](params, objective, cfg)
         return {"pose": pose.detach(), "rot": rot.detach(), "transl": transl.detach(),
                 "shape": self._shape(shape_raw).detach()[0]}
 
@@ -411,6 +416,36 @@ class KeypointFit(MeshBackend):
             & (excess <= cfg.max_limit_excess_deg)
         return FitQuality(reprojection_px=reproj, normalized=normalized, limit_excess_deg=excess,
                           interpolated=~obs.valid, plausible=plausible)
+
+
+def _run_adam(params: list[torch.Tensor], objective, cfg: KeypointFitConfig) -> None:
+    opt = torch.optim.Adam(params, lr=cfg.learning_rate)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(cfg.iterations, 1),
+                                                       eta_min=cfg.learning_rate * 0.05)
+    for _ in range(cfg.iterations):
+        opt.zero_grad()
+        objective().backward()
+        opt.step()
+        sched.step()
+
+
+def _run_lbfgs(params: list[torch.Tensor], objective, cfg: KeypointFitConfig) -> None:
+    """L-BFGS with a strong-Wolfe line search; ``iterations`` bounds the objective evaluations."""
+    opt = torch.optim.LBFGS(params, lr=1.0, max_iter=cfg.iterations, max_eval=cfg.iterations,
+                            history_size=20, tolerance_grad=1e-9, tolerance_change=1e-12,
+                            line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = objective()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+
+
+# The full stage's optimisers, by KeypointFitConfig.optimizer.
+OPTIMIZERS = {"adam": _run_adam, "lbfgs": _run_lbfgs}
 
 
 def _expand(interp: torch.Tensor, params: torch.Tensor) -> torch.Tensor:

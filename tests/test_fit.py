@@ -1,0 +1,176 @@
+"""Keypoint-driven mesh fitting: round trips with exact truth (Anny and the synthetic SMPL file),
+gaps, bad input, implausible frames, and the .trc of virtual markers.
+
+Truth: a known gait-like motion of a known body, projected with a known camera, +4 px noise.
+Errors are mean per-vertex distances in millimetres, in one common frame.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from opensim_biopose.body.markers import load_marker_set
+from opensim_biopose.body.smpl_model import SmplBody, SmplConfig
+from opensim_biopose.body.synthetic_smpl import write_synthetic_smpl
+from opensim_biopose.detect.layouts import BLAZEPOSE33
+from opensim_biopose.detect.types import KeypointLayout
+from opensim_biopose.errors import InputError
+from opensim_biopose.mesh.keypoint_fit import KeypointFit, KeypointFitConfig, interpolation_matrix
+from opensim_biopose.mesh.synthetic import make_trial, procrustes_align, vertex_errors
+from opensim_biopose.plugins import get_registry
+
+NEUTRAL = (0.5, 0.5, 0.5, 0.5, 0.5, 0.5)
+# (gender, age, muscle, weight, height, proportions)
+SHAPES = {"neutral": NEUTRAL, "heavier-male": (0.8, 0.6, 0.6, 0.7, 0.6, 0.5),
+          "slim-female": (0.1, 0.4, 0.3, 0.3, 0.4, 0.55)}
+
+
+@pytest.fixture(scope="session")
+def anny_body():
+    pytest.importorskip("anny")
+    torch.set_num_threads(1)
+    return get_registry().create("body_models", "anny")
+
+
+@pytest.fixture(scope="session")
+def fitter(anny_body) -> KeypointFit:
+    return KeypointFit(anny_body, load_marker_set("anny-pig53"))
+
+
+def _errors_in_ground(fit, trial, markers) -> tuple[dict[str, float], float]:
+    """Vertex errors (m) and mean Procrustes-aligned virtual-marker error (m), truth mapped into
+    the fit's ground frame with the fit's own camera->ground transform."""
+    rot, off = torch.tensor(fit.ground_from_camera), torch.tensor(fit.ground_offset)
+    truth = trial.vertices_camera @ rot.T + off
+    errs = vertex_errors(torch.tensor(fit.vertices), truth)
+    mt, mf = markers.positions(truth), torch.tensor(fit.markers, dtype=torch.float32)
+    mt, mf = mt - mt.mean(1, keepdim=True), mf - mf.mean(1, keepdim=True)
+    marker_err = (procrustes_align(mf, mt) - mt).norm(dim=-1).mean().item()
+    return errs, marker_err
+
+
+def _round_trip(fitter, shape_key: str, heading: float, frames: int = 6):
+    shape = torch.tensor(SHAPES[shape_key])
+    t2 = make_trial(fitter.body, BLAZEPOSE33, shape, frames=frames, heading_deg=heading, seed=1)
+    t3 = make_trial(fitter.body, BLAZEPOSE33, shape, frames=frames, heading_deg=heading, seed=1,
+                    world=True, world_scale=1.08, world_jitter_m=0.02)
+    f2, f3 = fitter.fit(t2.keypoints), fitter.fit(t3.keypoints)
+    e2, m2 = _errors_in_ground(f2, t2, fitter.marker_set)
+    e3, m3 = _errors_in_ground(f3, t3, fitter.marker_set)
+    print(f"\n{shape_key} heading {heading}: 2D only {({k: round(v * 1e3, 1) for k, v in e2.items()})} "
+          f"markers {m2 * 1e3:.1f} mm | 2D+3D {({k: round(v * 1e3, 1) for k, v in e3.items()})} "
+          f"markers {m3 * 1e3:.1f} mm")
+    return f2, e2, m2, e3, m3
+
+
+def test_round_trip_anny_2d_then_2d_plus_3d(fitter) -> None:
+    f2, e2, m2, e3, m3 = _round_trip(fitter, "neutral", heading=30.0)
+    assert e2["procrustes"] <= 0.035 and e2["centred"] <= 0.080
+    assert e3["procrustes"] <= 0.035 and e3["centred"] <= 0.080
+    assert e3["procrustes"] < e2["procrustes"] + 0.002, "noisy metric 3D made the fit worse"
+    assert m2 <= 0.040 and m3 <= 0.040
+    q = f2.quality
+    assert q.plausible.all() and not q.interpolated.any()
+    assert np.nanmean(q.reprojection_px) < 8.0           # 4 px noise per axis -> ~5 px expected
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shape_key,heading", [("heavier-male", 80.0), ("slim-female", 150.0)])
+def test_round_trip_anny_other_shapes_and_views(fitter, shape_key, heading) -> None:
+    _, e2, m2, e3, m3 = _round_trip(fitter, shape_key, heading=heading, frames=10)
+    assert e2["procrustes"] <= 0.035 and e2["centred"] <= 0.080
+    assert e3["procrustes"] <= e2["procrustes"] + 0.002
+
+
+def test_ground_frame_is_y_up_and_faces_x(fitter) -> None:
+    trial = make_trial(fitter.body, BLAZEPOSE33, torch.tensor(NEUTRAL), frames=4, heading_deg=60.0, world=True)
+    fit = fitter.fit(trial.keypoints)
+    m = {n: fit.markers[:, i] for i, n in enumerate(fit.marker_names)}
+    assert (m["LFHD"][:, 1] > m["LASI"][:, 1] + 0.5).all() and (m["LASI"][:, 1] > m["LANK"][:, 1] + 0.6).all()
+    floor = min(fit.markers[..., 1].min(), 0.0)
+    assert -0.03 < floor <= 0.0 and 0.0 < m["LHEE"][0, 1] < 0.1     # floor at Y = 0
+    # first frame: the subject faces +X (toes ahead of heels), its left (LASI) towards -Z
+    assert m["LTOE"][0, 0] - m["LHEE"][0, 0] > 0.1
+    assert m["LASI"][0, 2] < m["RASI"][0, 2] - 0.15
+
+
+def test_missing_stretch_is_interpolated_and_flagged(fitter) -> None:
+    trial = make_trial(fitter.body, BLAZEPOSE33, torch.tensor(NEUTRAL), frames=8, heading_deg=45.0)
+    seq = trial.keypoints
+    xy, conf, det = seq.xy.copy(), seq.confidence.copy(), seq.detected.copy()
+    xy[3:6] = np.nan
+    conf[3:6] = 0.0
+    det[3:6] = False
+    fit = fitter.fit(dataclasses.replace(seq, xy=xy, confidence=conf, detected=det))
+    q = fit.quality
+    assert q.interpolated.tolist() == [False] * 3 + [True] * 3 + [False] * 2
+    assert not q.plausible[3:6].any() and np.isnan(q.reprojection_px[3:6]).all()
+    assert np.isfinite(fit.markers).all()
+    # the pelvis in the gap lies between its neighbours (linear interpolation of the parameters)
+    sacr = fit.markers[:, fit.marker_names.index("SACR")]
+    lo, hi = np.minimum(sacr[2], sacr[6]) - 0.02, np.maximum(sacr[2], sacr[6]) + 0.02
+    assert ((sacr[3:6] >= lo) & (sacr[3:6] <= hi)).all()
+
+
+def test_implausible_frame_is_flagged(fitter) -> None:
+    trial = make_trial(fitter.body, BLAZEPOSE33, torch.tensor(NEUTRAL), frames=6, heading_deg=20.0)
+    seq = trial.keypoints
+    xy = seq.xy.copy()
+    rng = np.random.default_rng(0)
+    xy[4] = xy[4][rng.permutation(xy.shape[1])]           # keypoints of frame 4 scrambled
+    xy[4] = np.where(np.isnan(seq.xy[4]), np.nan, xy[4])
+    fit = fitter.fit(dataclasses.replace(seq, xy=xy))
+    q = fit.quality
+    assert not q.plausible[4] and q.normalized[4] > 0.05
+    assert q.plausible[[0, 1, 2]].all()
+
+
+def test_unknown_layout_names_the_missing_mapping(fitter) -> None:
+    trial = make_trial(fitter.body, BLAZEPOSE33, torch.tensor(NEUTRAL), frames=2)
+    alien = KeypointLayout(name="alien12", keypoint_names=tuple(f"kp{i}" for i in range(33)))
+    with pytest.raises(InputError) as err:
+        fitter.fit(dataclasses.replace(trial.keypoints, layout=alien))
+    msg = str(err.value)
+    assert "alien12" in msg and "kp0" in msg and "left_shoulder" in msg
+
+
+def test_no_person_is_input_error(fitter) -> None:
+    trial = make_trial(fitter.body, BLAZEPOSE33, torch.tensor(NEUTRAL), frames=3)
+    seq = trial.keypoints
+    empty = dataclasses.replace(seq, xy=np.full_like(seq.xy, np.nan), confidence=np.zeros_like(seq.confidence),
+                                detected=np.zeros_like(seq.detected))
+    with pytest.raises(InputError, match="no frame"):
+        fitter.fit(empty)
+
+
+def test_interpolation_matrix_holds_and_interpolates() -> None:
+    w = interpolation_matrix(np.array([False, True, False, False, True, False]))
+    vals = w @ torch.tensor([[1.0], [4.0]])
+    assert torch.allclose(vals[:, 0], torch.tensor([1.0, 1.0, 2.0, 3.0, 4.0, 4.0]))
+
+
+def test_virtual_markers_trc_round_trip(fitter, tmp_path) -> None:
+    from opensim_biopose.io.trc import read_trc
+
+    trial = make_trial(fitter.body, BLAZEPOSE33, torch.tensor(NEUTRAL), frames=3, fps=50.0)
+    fit = fitter.fit(trial.keypoints)
+    path = fit.write_trc(tmp_path / "walk_markers.trc")
+    back = read_trc(path)
+    assert back.names == fit.marker_names and abs(back.rate - 50.0) < 1e-9
+    assert np.abs(back.xyz - fit.markers).max() < 1e-5            # metres, same frame
+    assert not list(tmp_path.glob(".*"))                          # no temporary file left
+
+
+def test_smpl_synthetic_file_runs_the_same_fit(tmp_path) -> None:
+    torch.set_num_threads(1)
+    path = write_synthetic_smpl(tmp_path / "SMPL_NEUTRAL.pkl")
+    body = SmplBody(SmplConfig(model_path=str(path)))
+    trial = make_trial(body, BLAZEPOSE33, body.neutral_shape, frames=5, heading_deg=40.0, noise_px=3.0)
+    fit = KeypointFit(body, None, KeypointFitConfig(iterations=200)).fit(trial.keypoints)
+    assert fit.body_model == "smpl" and fit.markers.shape == (5, 12, 3)
+    assert np.nanmean(fit.quality.reprojection_px) < 8.0
+    errs, _ = _errors_in_ground(fit, trial, KeypointFit(body).marker_set)
+    assert errs["procrustes"] < 0.05, errs
