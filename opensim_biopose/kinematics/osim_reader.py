@@ -275,7 +275,10 @@ def _custom_axes(osim: Any, joint: Any, index: dict[str, int]) -> JointAxes:
             raise UnsupportedModelError(f"{where} is a function of {len(names)} coordinates; only 1 is supported")
         if names and names[0] not in index:
             raise UnsupportedModelError(f"{where} refers to unknown coordinate {names[0]}")
-        function = read_function(osim, ta.get_function(), where) if ta.hasFunction() else IDENTITY
+        if ta.hasFunction():
+            function = read_function(osim, ta.get_function(), where)
+        else:  # no function: the coordinate itself, or nothing
+            function = IDENTITY if names else ZERO
         axis = _vec3(ta.getAxis())
         norm = sum(a * a for a in axis) ** 0.5
         axes.append(AxisSpec(tuple(a / norm for a in axis), index[names[0]] if names else -1, function))  # type: ignore[arg-type]

@@ -25,7 +25,7 @@ from opensim_biopose.kinematics.tree import accumulate, local_rotations, local_t
 
 
 # Batches larger than this are evaluated in pieces on CPU: the (J, 4, 4, piece) intermediates
-# then stay in cache; measured ~1.5x faster than one 4096-pose block (Rajagopal, 1 thread).
+# then stay in cache; measured 1.2-1.5x faster than one 4096-pose block (Rajagopal, 1 thread).
 CPU_CHUNK = 1024
 
 
@@ -38,7 +38,11 @@ def _chunk(t: Tensor | None, start: int, size: int) -> Tensor | None:
 
 @dataclass
 class SkeletonOutput:
-    """Result of :meth:`Skeleton.forward`."""
+    """Result of :meth:`Skeleton.forward`.
+
+    The tensors are computed batch-last and returned as permuted views (not contiguous):
+    use ``.reshape`` or ``.contiguous()`` before ``.view``.
+    """
 
     body_transforms: Tensor  # (B, NB, 4, 4) ground <- body, metres, model body order
     markers: Tensor  # (B, M, 3) metres in ground
@@ -60,7 +64,18 @@ class Skeleton:
     ``marker_body_index`` (M,) long (-1 = ground), ``marker_offsets`` (M, 3) metres in the body,
     ``coordinate_ranges`` (n, 2), ``coordinate_defaults`` (n,) internal units,
     ``coordinate_clamped/locked/is_rotational/dependent`` (n,) bool, ``independent_index``.
+    ``joint_names`` are in tree order (every joint after its parent's joint).
     """
+
+    marker_body_index: Tensor
+    marker_offsets: Tensor
+    coordinate_ranges: Tensor
+    coordinate_defaults: Tensor
+    coordinate_clamped: Tensor
+    coordinate_locked: Tensor
+    coordinate_is_rotational: Tensor
+    coordinate_dependent: Tensor
+    independent_index: Tensor
 
     def __init__(self, model: KinematicModel, *, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None) -> None:
         self.model_path: Path = model.path
