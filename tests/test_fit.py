@@ -37,7 +37,15 @@ def anny_body():
 
 @pytest.fixture(scope="session")
 def fitter(anny_body) -> KeypointFit:
+    """The default configuration: the accuracy tests use it."""
     return KeypointFit(anny_body, load_marker_set("anny-pig53"))
+
+
+@pytest.fixture(scope="session")
+def quick_fitter(anny_body) -> KeypointFit:
+    """Fewer iterations, for tests of behaviour rather than accuracy (keeps the suite short)."""
+    return KeypointFit(anny_body, load_marker_set("anny-pig53"),
+                       KeypointFitConfig(iterations=100, rigid_iterations=40))
 
 
 def _errors_in_ground(fit, trial, markers) -> tuple[dict[str, float], float]:
@@ -85,9 +93,9 @@ def test_round_trip_anny_other_shapes_and_views(fitter, shape_key, heading) -> N
     assert e3["procrustes"] <= e2["procrustes"] + 0.002
 
 
-def test_ground_frame_is_y_up_and_faces_x(fitter) -> None:
-    trial = make_trial(fitter.body, BLAZEPOSE33, torch.tensor(NEUTRAL), frames=4, heading_deg=60.0, world=True)
-    fit = fitter.fit(trial.keypoints)
+def test_ground_frame_is_y_up_and_faces_x(quick_fitter) -> None:
+    trial = make_trial(quick_fitter.body, BLAZEPOSE33, torch.tensor(NEUTRAL), frames=4, heading_deg=60.0, world=True)
+    fit = quick_fitter.fit(trial.keypoints)
     m = {n: fit.markers[:, i] for i, n in enumerate(fit.marker_names)}
     assert (m["LFHD"][:, 1] > m["LASI"][:, 1] + 0.5).all() and (m["LASI"][:, 1] > m["LANK"][:, 1] + 0.6).all()
     floor = min(fit.markers[..., 1].min(), 0.0)
@@ -97,14 +105,14 @@ def test_ground_frame_is_y_up_and_faces_x(fitter) -> None:
     assert m["LASI"][0, 2] < m["RASI"][0, 2] - 0.15
 
 
-def test_missing_stretch_is_interpolated_and_flagged(fitter) -> None:
-    trial = make_trial(fitter.body, BLAZEPOSE33, torch.tensor(NEUTRAL), frames=8, heading_deg=45.0)
+def test_missing_stretch_is_interpolated_and_flagged(quick_fitter) -> None:
+    trial = make_trial(quick_fitter.body, BLAZEPOSE33, torch.tensor(NEUTRAL), frames=8, heading_deg=45.0)
     seq = trial.keypoints
     xy, conf, det = seq.xy.copy(), seq.confidence.copy(), seq.detected.copy()
     xy[3:6] = np.nan
     conf[3:6] = 0.0
     det[3:6] = False
-    fit = fitter.fit(dataclasses.replace(seq, xy=xy, confidence=conf, detected=det))
+    fit = quick_fitter.fit(dataclasses.replace(seq, xy=xy, confidence=conf, detected=det))
     q = fit.quality
     assert q.interpolated.tolist() == [False] * 3 + [True] * 3 + [False] * 2
     assert not q.plausible[3:6].any() and np.isnan(q.reprojection_px[3:6]).all()
@@ -115,35 +123,35 @@ def test_missing_stretch_is_interpolated_and_flagged(fitter) -> None:
     assert ((sacr[3:6] >= lo) & (sacr[3:6] <= hi)).all()
 
 
-def test_implausible_frame_is_flagged(fitter) -> None:
-    trial = make_trial(fitter.body, BLAZEPOSE33, torch.tensor(NEUTRAL), frames=6, heading_deg=20.0)
+def test_implausible_frame_is_flagged(quick_fitter) -> None:
+    trial = make_trial(quick_fitter.body, BLAZEPOSE33, torch.tensor(NEUTRAL), frames=6, heading_deg=20.0)
     seq = trial.keypoints
     xy = seq.xy.copy()
     rng = np.random.default_rng(0)
     xy[4] = xy[4][rng.permutation(xy.shape[1])]           # keypoints of frame 4 scrambled
     xy[4] = np.where(np.isnan(seq.xy[4]), np.nan, xy[4])
-    fit = fitter.fit(dataclasses.replace(seq, xy=xy))
+    fit = quick_fitter.fit(dataclasses.replace(seq, xy=xy))
     q = fit.quality
     assert not q.plausible[4] and q.normalized[4] > 0.05
     assert q.plausible[[0, 1, 2]].all()
 
 
-def test_unknown_layout_names_the_missing_mapping(fitter) -> None:
-    trial = make_trial(fitter.body, BLAZEPOSE33, torch.tensor(NEUTRAL), frames=2)
+def test_unknown_layout_names_the_missing_mapping(quick_fitter) -> None:
+    trial = make_trial(quick_fitter.body, BLAZEPOSE33, torch.tensor(NEUTRAL), frames=2)
     alien = KeypointLayout(name="alien12", keypoint_names=tuple(f"kp{i}" for i in range(33)))
     with pytest.raises(InputError) as err:
-        fitter.fit(dataclasses.replace(trial.keypoints, layout=alien))
+        quick_fitter.fit(dataclasses.replace(trial.keypoints, layout=alien))
     msg = str(err.value)
     assert "alien12" in msg and "kp0" in msg and "left_shoulder" in msg
 
 
-def test_no_person_is_input_error(fitter) -> None:
-    trial = make_trial(fitter.body, BLAZEPOSE33, torch.tensor(NEUTRAL), frames=3)
+def test_no_person_is_input_error(quick_fitter) -> None:
+    trial = make_trial(quick_fitter.body, BLAZEPOSE33, torch.tensor(NEUTRAL), frames=3)
     seq = trial.keypoints
     empty = dataclasses.replace(seq, xy=np.full_like(seq.xy, np.nan), confidence=np.zeros_like(seq.confidence),
                                 detected=np.zeros_like(seq.detected))
     with pytest.raises(InputError, match="no frame"):
-        fitter.fit(empty)
+        quick_fitter.fit(empty)
 
 
 def test_interpolation_matrix_holds_and_interpolates() -> None:
@@ -152,11 +160,11 @@ def test_interpolation_matrix_holds_and_interpolates() -> None:
     assert torch.allclose(vals[:, 0], torch.tensor([1.0, 1.0, 2.0, 3.0, 4.0, 4.0]))
 
 
-def test_virtual_markers_trc_round_trip(fitter, tmp_path) -> None:
+def test_virtual_markers_trc_round_trip(quick_fitter, tmp_path) -> None:
     from opensim_biopose.io.trc import read_trc
 
-    trial = make_trial(fitter.body, BLAZEPOSE33, torch.tensor(NEUTRAL), frames=3, fps=50.0)
-    fit = fitter.fit(trial.keypoints)
+    trial = make_trial(quick_fitter.body, BLAZEPOSE33, torch.tensor(NEUTRAL), frames=3, fps=50.0)
+    fit = quick_fitter.fit(trial.keypoints)
     path = fit.write_trc(tmp_path / "walk_markers.trc")
     back = read_trc(path)
     assert back.names == fit.marker_names and abs(back.rate - 50.0) < 1e-9
