@@ -1,10 +1,10 @@
 """Turn a :class:`KinematicModel` (plain data read from a .osim) into the tensors that the
 forward kinematics reads: q-dependent transform axes in one :class:`FunctionTable`, joints
 grouped by their number of q-dependent rotations (joint frames folded into constant
-matrices), depth levels of the tree, coupler stages, marker and body slots.
+matrices), depth levels of the tree and coupler stages.
 
-Joint ("tree") order here is by depth; slot 0 is ground and slot j + 1 the child body of
-joint j. Body rows used for scale factors are model body index + 1 (row 0 = ground).
+Joint ("tree") order here is by depth. Body rows (of scale factors and of the accumulated
+transforms) are model body index + 1, row 0 = ground.
 """
 from __future__ import annotations
 
@@ -38,8 +38,6 @@ class CompiledModel:
     layout: JointLayout
     levels: TreeLevels
     stages: tuple[CouplerStage, ...]
-    body_slot: Tensor  # (NB,) long: slot of each body (model order) in the accumulated tree
-    marker_slot: Tensor  # (M,) long
     marker_body_index: Tensor  # (M,) long, -1 = ground
     marker_offsets: Tensor  # (M, 3) metres in the body
     coordinate_ranges: Tensor  # (n, 2)
@@ -160,7 +158,6 @@ def _joint_layout(joints: list[JointSpec], rows: _AxisRows) -> JointLayout:
 def compile_model(model: KinematicModel) -> CompiledModel:
     """All tensors of ``model`` (float64, CPU); move them with :func:`move_to`."""
     joints = _depth_sorted(model)
-    slot = {-1: 0} | {j.child: i + 1 for i, j in enumerate(joints)}
     rows = _AxisRows()
     layout = _joint_layout(joints, rows)
     coords = model.coordinates
@@ -172,10 +169,8 @@ def compile_model(model: KinematicModel) -> CompiledModel:
         axis_table=FunctionTable.build(rows.functions),
         axis_coordinate=torch.tensor(rows.arguments, dtype=long),
         layout=layout,
-        levels=_levels(joints, slot),
+        levels=_levels(joints),
         stages=coupler_stages(model),
-        body_slot=torch.tensor([slot[b] for b in range(len(model.body_names))], dtype=long),
-        marker_slot=torch.tensor([slot[m.body] for m in model.markers], dtype=long),
         marker_body_index=torch.tensor([m.body for m in model.markers], dtype=long),
         marker_offsets=torch.tensor([m.offset for m in model.markers], dtype=f64).reshape(-1, 3),
         coordinate_ranges=torch.tensor([c.range for c in coords], dtype=f64).reshape(-1, 2),
@@ -188,7 +183,7 @@ def compile_model(model: KinematicModel) -> CompiledModel:
     )
 
 
-def _levels(joints: list[JointSpec], slot: dict[int, int]) -> TreeLevels:
+def _levels(joints: list[JointSpec]) -> TreeLevels:
     """Depth levels of depth-sorted joints; each level's parents index the previous level."""
     depth = {-1: -1}
     for joint in joints:
@@ -198,12 +193,16 @@ def _levels(joints: list[JointSpec], slot: dict[int, int]) -> TreeLevels:
         if depth[joints[i].child] != depth[joints[i - 1].child]:
             bounds.append(i)
     bounds.append(len(joints))
-    parents = []
+    position = {j.child: i for i, j in enumerate(joints)}
+    parents, rows = [], []
     for level in range(len(bounds) - 1):
         previous_start = bounds[level - 1] if level else 0
         members = joints[bounds[level] : bounds[level + 1]]
-        parents.append(torch.tensor([max(slot[j.parent] - 1 - previous_start, 0) for j in members], dtype=torch.long))
-    return TreeLevels(bounds=tuple(bounds), parents=tuple(parents))
+        parents.append(
+            torch.tensor([position[j.parent] - previous_start if level else 0 for j in members], dtype=torch.long)
+        )
+        rows.append(torch.tensor([j.child + 1 for j in members], dtype=torch.long))
+    return TreeLevels(bounds=tuple(bounds), parents=tuple(parents), rows=tuple(rows))
 
 
 def coupler_stages(model: KinematicModel) -> tuple[CouplerStage, ...]:

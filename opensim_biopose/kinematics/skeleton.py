@@ -246,13 +246,11 @@ class Skeleton:
         values = c.axis_table(q_t[c.axis_coordinate])  # (A, B)
         r_local = local_rotations(c.layout, values)
         p_local = local_translations(c.layout, values, r_local, s)
-        transforms = accumulate(c.levels, homogeneous(r_local, p_local))  # (1 + J, 3, 4, B)
+        transforms = accumulate(c.levels, homogeneous(r_local, p_local))  # (1 + NB, 4, 4, B), row 0 = ground
         if s is not None:
             offsets = offsets * s[c.marker_body_index + 1]
-        markers = points_in_ground(transforms, c.marker_slot, offsets)
-        top = transforms[c.body_slot]  # (NB, 3, 4, B)
-        bottom = top.new_tensor([0.0, 0.0, 0.0, 1.0]).view(1, 1, 4, 1).expand(top.shape[0], 1, 4, top.shape[-1])
-        return q_t, markers, torch.cat([top, bottom], 1)
+        markers = points_in_ground(transforms, c.marker_body_index + 1, offsets)
+        return q_t, markers, transforms[1:]
 
     __call__ = forward
 

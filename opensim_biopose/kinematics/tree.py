@@ -100,29 +100,40 @@ def local_translations(layout: JointLayout, values: Tensor, rotations: Tensor, s
 @dataclass(frozen=True)
 class TreeLevels:
     """Joints in tree order grouped by depth: ``bounds[l]:bounds[l+1]`` have depth l and their
-    parents at depth l - 1; ``parents[l]`` (Jl,) long indexes the previous level's rows."""
+    parents at depth l - 1; ``parents[l]`` (Jl,) long indexes the previous level's rows;
+    ``rows[l]`` (Jl,) long are their child bodies' rows in the output (model body index + 1)."""
 
     bounds: tuple[int, ...]
     parents: tuple[Tensor, ...]
+    rows: tuple[Tensor, ...]
 
 
 def accumulate(levels: TreeLevels, local: Tensor) -> Tensor:
-    """Ground <- body transforms [R | p] (1 + J, 3, 4, B) for ground (slot 0) and every joint's
-    child body, from the local homogeneous transforms parent body <- child body (J, 4, 4, B)."""
+    """Ground <- body homogeneous transforms (1 + NB, 4, 4, B), row 0 = ground, row b + 1 = model
+    body b, from the local transforms parent body <- child body (J, 4, 4, B) in tree order.
+
+    Levels are written into one output tensor (no gather or concatenation afterwards); each
+    level reads its parents from the previous level's result.
+    """
     batch = local.shape[-1]
-    ground = torch.eye(3, 4, dtype=local.dtype, device=local.device).view(1, 3, 4, 1).expand(1, 3, 4, batch)
-    out = [ground]
+    out = local.new_empty(1 + local.shape[0], 4, 4, batch)
+    out[:, 3] = local.new_tensor([0.0, 0.0, 0.0, 1.0]).view(1, 4, 1)
+    out[0, :3] = torch.eye(3, 4, dtype=local.dtype, device=local.device).unsqueeze(-1)
+    top = out[:, :3]  # view written level by level
+    previous = None
     for level, parents in enumerate(levels.parents):
         start, end = levels.bounds[level], levels.bounds[level + 1]
-        if level == 0:  # children of ground
-            out.append(local[start:end, :3])
+        if previous is None:  # children of ground
+            current = local[start:end, :3]
         else:
-            out.append(compose_affine(out[-1][parents], local[start:end]))
-    return torch.cat(out, 0)
+            current = compose_affine(previous[parents], local[start:end])
+        top.index_copy_(0, levels.rows[level], current)
+        previous = current
+    return out
 
 
-def points_in_ground(transforms: Tensor, slot: Tensor, offsets: Tensor) -> Tensor:
-    """Points fixed in bodies -> ground (M, 3, B), metres. transforms [R | p] (S, 3, 4, B),
-    slot (M,) long, offsets (M, 3, B or 1) metres in the body."""
-    t = transforms[slot]
-    return matvec3(t[:, :, :3], offsets) + t[:, :, 3]
+def points_in_ground(transforms: Tensor, rows: Tensor, offsets: Tensor) -> Tensor:
+    """Points fixed in bodies -> ground (M, 3, B), metres. transforms (S, 4, 4, B) ground <- body,
+    rows (M,) long, offsets (M, 3, B or 1) metres in the body."""
+    t = transforms[rows]
+    return matvec3(t[:, :3, :3], offsets) + t[:, :3, 3]
