@@ -260,6 +260,7 @@ class BioPoseResult:
                     write_report(self, tmp["html"])
         except PermissionError as exc:
             raise InputError(f"cannot write into {out_dir} ({exc}); choose another folder with --out") from exc
+        _readable(files.all())
         return files
 
 
@@ -267,6 +268,14 @@ def output_files(out_dir: Path, stem: str, report: bool = True) -> OutputFiles:
     """The four output paths for a video ``stem`` in ``out_dir``."""
     p = {k: out_dir / f"{stem}{s}" for k, s in OUTPUT_SUFFIXES.items()}
     return OutputFiles(p["trc"], p["mot"], p["osim"], p["html"] if report else None)
+
+
+def _readable(paths: list[Path]) -> None:
+    """Give outputs the usual permissions (temporary files are created owner-only)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for p in paths:
+        p.chmod(0o666 & ~umask)
 
 
 def check_outputs(files: OutputFiles, overwrite: bool) -> None:
