@@ -182,3 +182,16 @@ def test_smpl_synthetic_file_runs_the_same_fit(tmp_path) -> None:
     assert np.nanmean(fit.quality.reprojection_px) < 8.0
     errs, _ = _errors_in_ground(fit, trial, KeypointFit(body).marker_set)
     assert errs["procrustes"] < 0.05, errs
+
+
+def test_malformed_sequence_and_camera_are_input_errors(quick_fitter) -> None:
+    from opensim_biopose.mesh.camera import PinholeCamera
+
+    trial = make_trial(quick_fitter.body, BLAZEPOSE33, torch.tensor(NEUTRAL), frames=2)
+    with pytest.raises(InputError, match="confidence has shape"):
+        quick_fitter.fit(dataclasses.replace(trial.keypoints, confidence=trial.keypoints.confidence[:, :5]))
+    with pytest.raises(InputError, match="focal length"):
+        quick_fitter.fit(dataclasses.replace(trial.keypoints, focal_length_px=-3.0))
+    # without metadata the focal length comes from the image size (~58 deg across the long side)
+    cam = PinholeCamera.for_image(1080, 1920)
+    assert cam.cx == 540 and cam.cy == 960 and 55 < 2 * np.degrees(np.arctan(960 / cam.focal_px)) < 62

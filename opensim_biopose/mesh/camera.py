@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from opensim_biopose.body.rotations import rotation_about_y
+from opensim_biopose.errors import InputError
 
 # OpenSim ground axes in the camera frame for a level camera and a subject facing it:
 # ground X (the subject's anterior) = towards the camera (-z), ground Y (up) = -y,
@@ -36,7 +37,10 @@ class PinholeCamera:
     def for_image(width: int, height: int, focal_px: float | None = None) -> PinholeCamera:
         """Principal point at the image centre; focal length given or estimated from the size."""
         if width <= 0 or height <= 0:
-            raise ValueError(f"image size must be positive, got {width}x{height}")
+            raise InputError(f"keypoint sequence: image size must be positive, got {width}x{height}")
+        if focal_px is not None and not (math.isfinite(focal_px) and focal_px > 0):
+            raise InputError(f"keypoint sequence: focal length {focal_px} px is not a positive number; "
+                             "leave it unset to estimate it from the image size")
         focal = focal_px if focal_px else DEFAULT_FOCAL_FACTOR * max(width, height)
         return PinholeCamera(float(focal), width / 2.0, height / 2.0)
 

@@ -125,6 +125,7 @@ def match_keypoints(sequence: KeypointSequence, body: BodyModel,
 def prepare_observations(sequence: KeypointSequence, columns: np.ndarray, names: tuple[str, ...],
                          config: KeypointFitConfig) -> Observations:
     """Select the matched columns, zero the missing ones, find the fit-able frames."""
+    check_sequence(sequence)
     xy = np.asarray(sequence.xy, dtype=np.float64)[:, columns]
     conf = np.asarray(sequence.confidence, dtype=np.float64)[:, columns]
     finite = np.isfinite(xy).all(axis=2)
@@ -146,6 +147,21 @@ def prepare_observations(sequence: KeypointSequence, columns: np.ndarray, names:
         world_weight = torch.tensor(np.where(ok, weight, 0.0), dtype=torch.float32)
     return Observations(names, torch.tensor(xy, dtype=torch.float32), torch.tensor(weight, dtype=torch.float32),
                         world, world_weight, valid, size_px)
+
+
+def check_sequence(seq: KeypointSequence) -> None:
+    """InputError unless the arrays have the shapes :class:`KeypointSequence` documents."""
+    t, k = seq.num_frames, seq.layout.num_keypoints
+    expected = {"xy": (t, k, 2), "confidence": (t, k), "detected": (t,)}
+    if seq.world_xyz is not None:
+        expected["world_xyz"] = (t, k, 3)
+    for name, shape in expected.items():
+        got = tuple(np.shape(getattr(seq, name)))
+        if got != shape:
+            raise InputError(f"keypoint sequence ({seq.layout.name}, {t} frames, {k} keypoints): {name} has "
+                             f"shape {got}, expected {shape}")
+    if t == 0:
+        raise InputError("keypoint sequence has no frames")
 
 
 def _person_size_px(xy: np.ndarray, weight: np.ndarray, valid: np.ndarray) -> float:
