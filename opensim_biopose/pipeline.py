@@ -471,6 +471,9 @@ def run_pipeline(video: str | os.PathLike[str], config: PipelineConfig = Pipelin
     if not video.exists():
         raise InputError(f"video {video} does not exist; check the path")
     _check_device(config.solver.device)
+    import opensim as osim
+
+    osim.Logger.removeFileSink()          # else OpenSim writes opensim.log into the cwd
     clock = _Clock(config.progress)
     model = load_generic_model(config.subject)
     front = FrontEndTiming()

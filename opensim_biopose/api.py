@@ -1,0 +1,234 @@
+"""Python API for OpenSim scripting: ``BioPose(...).run(video)`` and OpenSim's tools on the outputs.
+
+Example::
+
+    from opensim_biopose import BioPose, run_inverse_kinematics
+    result = BioPose(height_m=1.80).run("walk.mp4")      # BioPoseResult
+    files = result.write("out")                            # .trc, .mot, scaled .osim, report
+    mot = run_inverse_kinematics(files, "out/ik_opensim.mot")
+
+The OpenSim tools run in process with absolute paths, from a temporary working folder (OpenSim
+resolves relative setup paths against the cwd and may drop files there), file logging off.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from opensim_biopose.errors import InputError
+from opensim_biopose.pipeline import (
+    BioPoseResult,
+    MeshStageConfig,
+    OutputFiles,
+    PipelineConfig,
+    SolverConfig,
+    SubjectConfig,
+    run_pipeline,
+)
+
+
+class BioPose:
+    """The pipeline with one configuration, reusable over many videos.
+
+    Give a full :class:`PipelineConfig`, or the common options as keywords (they override it):
+    ``model`` (.osim), ``detector``, ``body_model``, ``height_m``, ``mass_kg``, ``refine``,
+    ``device``, ``max_frames``, ``progress``.
+    """
+
+    def __init__(self, config: PipelineConfig | None = None, *, model: str | os.PathLike[str] | None = None,
+                 detector: str | None = None, body_model: str | None = None, height_m: float | None = None,
+                 mass_kg: float | None = None, refine: bool | None = None, device: str | None = None,
+                 max_frames: int | None = None, progress: bool | None = None) -> None:
+        cfg = config or PipelineConfig()
+        subject = dataclasses.replace(
+            cfg.subject, model=Path(model) if model is not None else cfg.subject.model,
+            height_m=height_m if height_m is not None else cfg.subject.height_m,
+            mass_kg=mass_kg if mass_kg is not None else cfg.subject.mass_kg)
+        detect = dataclasses.replace(cfg.detect, detector=detector or cfg.detect.detector,
+                                     max_frames=max_frames if max_frames is not None else cfg.detect.max_frames)
+        mesh: MeshStageConfig = dataclasses.replace(cfg.mesh, body_model=body_model or cfg.mesh.body_model)
+        solver: SolverConfig = dataclasses.replace(cfg.solver, refine=cfg.solver.refine if refine is None else refine,
+                                                   device=device or cfg.solver.device)
+        self.config = dataclasses.replace(cfg, subject=subject, detect=detect, mesh=mesh, solver=solver,
+                                          progress=cfg.progress if progress is None else progress)
+
+    def run(self, video: str | os.PathLike[str]) -> BioPoseResult:
+        """Run every stage on ``video``; see :class:`BioPoseResult` for the arrays and OpenSim objects."""
+        return run_pipeline(video, self.config)
+
+
+# ---------------------------------------------------------------------------------------------
+# OpenSim tools on the outputs
+
+
+@contextlib.contextmanager
+def _opensim_workdir() -> Iterator[Path]:
+    """A temporary cwd for an OpenSim tool, with OpenSim's file log off."""
+    import opensim as osim
+
+    osim.Logger.removeFileSink()
+    old = Path.cwd()
+    with tempfile.TemporaryDirectory(prefix="biopose_osim_") as folder:
+        os.chdir(folder)
+        try:
+            yield Path(folder)
+        finally:
+            os.chdir(old)
+
+
+def _files(source: BioPoseResult | OutputFiles, out_dir: Path) -> OutputFiles:
+    if isinstance(source, BioPoseResult):
+        return source.write(out_dir, overwrite=True)
+    return source
+
+
+def _require(path: Path, what: str) -> Path:
+    path = Path(path).resolve()
+    if not path.is_file():             # OpenSim segfaults or throws an opaque error on a missing file
+        raise InputError(f"{what} {path} does not exist")
+    return path
+
+
+def _mot_times(mot_file: Path) -> np.ndarray:
+    """(T,) times of a .mot/.sto (read through OpenSim's adapter; degrees do not matter here)."""
+    import opensim as osim
+
+    osim.Logger.removeFileSink()
+    table = osim.TimeSeriesTable(str(mot_file))
+    return np.array([table.getIndependentColumn()[i] for i in range(table.getNumRows())], dtype=float)
+
+
+def _marker_weights(model_file: Path) -> dict[str, float]:
+    """IK weights of the default model's markers, 1 for any other model (as the pipeline uses them)."""
+    import opensim as osim
+
+    model = osim.Model(str(model_file))
+    names = [model.getMarkerSet().get(i).getName() for i in range(model.getMarkerSet().getSize())]
+    try:
+        from osim_models.build_default_model import marker_weight
+
+        return {n: marker_weight(n) for n in names}
+    except (ImportError, KeyError):
+        return {n: 1.0 for n in names}
+
+
+def run_inverse_kinematics(source: BioPoseResult | OutputFiles, out_mot: str | os.PathLike[str], *,
+                           accuracy: float = 1e-5, marker_weights: dict[str, float] | None = None) -> Path:
+    """OpenSim's InverseKinematicsTool on the .trc and scaled .osim; returns the written .mot.
+
+    ``marker_weights``: IK task weights (default: the pipeline's own, so the answers are comparable).
+    A BioPoseResult is first written beside ``out_mot``.
+    """
+    import opensim as osim
+
+    out_mot = Path(out_mot).resolve()
+    out_mot.parent.mkdir(parents=True, exist_ok=True)
+    files = _files(source, out_mot.parent)
+    model_file, trc = _require(files.osim, "scaled model"), _require(files.trc, "marker file")
+    weights = marker_weights if marker_weights is not None else _marker_weights(model_file)
+    from opensim_biopose.io.trc import read_trc
+
+    data = read_trc(trc)
+    with _opensim_workdir():
+        model = osim.Model(str(model_file))
+        tool = osim.InverseKinematicsTool()
+        tool.setModel(model)
+        tool.set_marker_file(str(trc))
+        tasks = tool.getIKTaskSet()
+        for name, w in weights.items():
+            if name in data.names:
+                task = osim.IKMarkerTask()
+                task.setName(name)
+                task.setWeight(float(w))
+                task.setApply(w > 0)
+                tasks.cloneAndAppend(task)
+        tool.setStartTime(float(data.times[0]))
+        tool.setEndTime(float(data.times[-1]))
+        tool.set_accuracy(accuracy)
+        tool.set_report_errors(False)
+        tool.setOutputMotionFileName(str(out_mot))
+        if not tool.run():
+            raise InputError(f"OpenSim's InverseKinematicsTool failed on {trc}")
+    return out_mot
+
+
+def run_inverse_dynamics(model_file: str | os.PathLike[str], mot_file: str | os.PathLike[str],
+                         out_sto: str | os.PathLike[str], *, external_loads: str | os.PathLike[str] | None = None,
+                         lowpass_hz: float = 6.0) -> Path:
+    """OpenSim's InverseDynamicsTool on a model and a coordinates .mot; returns the generalized-forces .sto.
+
+    Without ``external_loads`` (an ExternalLoads .xml) the result is the net joint loads of the
+    motion alone (residuals absorb ground contact). ``lowpass_hz``: coordinate filter, as in OpenSim.
+    """
+    import opensim as osim
+
+    model_file, mot_file = _require(Path(model_file), "model"), _require(Path(mot_file), "motion")
+    out_sto = Path(out_sto).resolve()
+    out_sto.parent.mkdir(parents=True, exist_ok=True)
+    times = _mot_times(mot_file)
+    with _opensim_workdir():
+        model = osim.Model(str(model_file))     # kept alive while the tool holds it
+        tool = osim.InverseDynamicsTool()
+        tool.setModel(model)
+        tool.setCoordinatesFileName(str(mot_file))
+        tool.setLowpassCutoffFrequency(float(lowpass_hz))
+        tool.setStartTime(float(times[0]))
+        tool.setEndTime(float(times[-1]))
+        if external_loads is not None:
+            tool.setExternalLoadsFileName(str(_require(Path(external_loads), "external loads")))
+        tool.setResultsDir(str(out_sto.parent))
+        tool.setOutputGenForceFileName(out_sto.name)
+        if not tool.run():
+            raise InputError(f"OpenSim's InverseDynamicsTool failed on {mot_file}")
+    return out_sto
+
+
+def run_analyze_body_kinematics(model_file: str | os.PathLike[str], mot_file: str | os.PathLike[str],
+                                out_dir: str | os.PathLike[str], *, name: str = "biopose") -> list[Path]:
+    """OpenSim's AnalyzeTool with a BodyKinematics analysis; returns the written .sto files
+    (body positions, velocities, accelerations in ground)."""
+    import opensim as osim
+
+    model_file, mot_file = _require(Path(model_file), "model"), _require(Path(mot_file), "motion")
+    out_dir = Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    times = _mot_times(mot_file)
+    with _opensim_workdir():
+        model = osim.Model(str(model_file))
+        tool = osim.AnalyzeTool()
+        tool.setName(name)
+        tool.setModel(model)
+        tool.setCoordinatesFileName(str(mot_file))
+        tool.setLowpassCutoffFrequency(6.0)
+        tool.setInitialTime(float(times[0]))
+        tool.setFinalTime(float(times[-1]))
+        tool.setResultsDir(str(out_dir))
+        analysis = osim.BodyKinematics()
+        analysis.setModel(model)
+        analysis.setStartTime(float(times[0]))
+        analysis.setEndTime(float(times[-1]))
+        tool.getAnalysisSet().cloneAndAppend(analysis)
+        model.addAnalysis(analysis)
+        state = model.initSystem()
+        motion = osim.Storage(str(mot_file))          # kept alive while the tool reads it
+        tool.setStatesFromMotion(state, motion, True)
+        if not tool.run():
+            raise InputError(f"OpenSim's AnalyzeTool failed on {mot_file}")
+    return sorted(out_dir.glob(f"{name}_BodyKinematics_*.sto"))
+
+
+def coordinates_degrees(result: BioPoseResult) -> np.ndarray:
+    """(T, n) coordinates with rotational ones in degrees (as in the .mot), translational in metres."""
+    q = result.q.copy()
+    q[:, result.rotational] = np.degrees(q[:, result.rotational])
+    return q
+
+
+__all__ = ["BioPose", "BioPoseResult", "coordinates_degrees", "run_analyze_body_kinematics", "run_inverse_dynamics",
+           "run_inverse_kinematics"]
