@@ -148,3 +148,40 @@ def test_ik_setup_missing_model_is_named_before_opensim_runs(tmp_path: Path) -> 
     with pytest.raises(InputError, match="no <InverseKinematicsTool>"):
         (tmp_path / "other.xml").write_text("<OpenSimDocument><ScaleTool/></OpenSimDocument>")
         read_ik_setup(tmp_path / "other.xml")
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("header_only", "no frames"),  # OpenSim's adapter would loop forever on this
+        ("first_line_only", "ends inside"),
+        ("truncated_row", "could not read"),
+        ("marker_count_wrong", "could not read"),
+    ],
+)
+def test_malformed_trc_files_are_input_errors_not_hangs(tmp_path: Path, case: str, message: str) -> None:
+    lines = shared_path(*GAIT, "subject01_walk1.trc").read_text().split("\n")
+    text = {
+        "header_only": lines[:5],
+        "first_line_only": lines[:1],
+        "truncated_row": lines[:10] + [lines[10][:40]],
+        "marker_count_wrong": [lines[0], lines[1], lines[2].replace("\t41\t", "\t45\t"), *lines[3:20]],
+    }[case]
+    path = tmp_path / f"{case}.trc"
+    path.write_text("\n".join(text) + "\n")
+    with pytest.raises(InputError, match=message):
+        trc_io.read_trc(path)
+
+
+@pytest.mark.parametrize("case", ["no_endheader", "not_a_motion", "truncated_row"])
+def test_malformed_mot_files_are_input_errors_not_hangs(tmp_path: Path, case: str) -> None:
+    lines = shared_path(*GAIT, "reference_ik_acc1e-6.mot").read_text().split("\n")
+    text = {
+        "no_endheader": lines[:5],  # OpenSim's adapter would loop forever on this
+        "not_a_motion": ["hello"],
+        "truncated_row": lines[:13] + [lines[13][:50]],
+    }[case]
+    path = tmp_path / f"{case}.mot"
+    path.write_text("\n".join(text) + "\n")
+    with pytest.raises(InputError, match=str(path.name)):
+        mot_io.read_mot(path, {})

@@ -87,6 +87,7 @@ def read_mot(path: str | os.PathLike[str], rotational: RotationalSpec | None = N
     path = Path(path)
     if not path.is_file():
         raise InputError(f"motion file {path} does not exist or is not a file")
+    _check_storage_header(path)
     try:
         table = osim.TimeSeriesTable(str(path))
     except RuntimeError as exc:
@@ -101,6 +102,23 @@ def read_mot(path: str | os.PathLike[str], rotational: RotationalSpec | None = N
     if in_degrees:
         values = _degrees_to_radians(values, names, rotational, path)
     return CoordinateData(times=times, names=names, values=values)
+
+
+def _check_storage_header(path: Path) -> None:
+    """Require ``endheader`` followed by a column-label line.
+
+    OpenSim 4.6's STOFileAdapter loops forever on a file without ``endheader``.
+    """
+    with open(path, "rb") as fh:
+        for line in fh:
+            if line.strip() == b"endheader":
+                break
+        else:
+            raise InputError(f"motion file {path} has no 'endheader' line; it is not a .mot/.sto file")
+        for line in fh:
+            if line.strip():
+                return
+    raise InputError(f"motion file {path} has no column labels after 'endheader'")
 
 
 def _degrees_to_radians(
@@ -247,19 +265,19 @@ class DofComparison:
 def compare_dofs(
     ours: CoordinateData, reference: CoordinateData, dofs: Sequence[str] = OPENCAP_DOFS
 ) -> DofComparison:
-    """Per-DoF mean |ours - reference| in degrees over the reference's frames.
+    """Per-DoF mean |ours - reference| in degrees over our frames.
 
-    Both hold radians (internal units); ``ours`` is matched to the reference's times (nearest
-    frame within 1 ms). A DoF named ``x`` is the coordinate ``x`` or the pair ``x_r``/``x_l``.
+    Both hold radians (internal units); each of our frames is matched to the reference frame at
+    the same time (within 1 ms). A DoF named ``x`` is the coordinate ``x`` or the pair ``x_r``/``x_l``.
     """
-    rows = _matching_rows(ours.times, reference.times)
+    rows = _matching_rows(reference.times, ours.times)
     per_dof: dict[str, float] = {}
     for dof in dofs:
         names = [dof] if dof in reference.names else [f"{dof}_{s}" for s in ("r", "l")]
         names = [n for n in names if n in reference.names and n in ours.names]
         if not names:
             continue
-        diffs = [angle_difference_deg(ours.column(n)[rows], reference.column(n)).mean() for n in names]
+        diffs = [angle_difference_deg(ours.column(n), reference.column(n)[rows]).mean() for n in names]
         per_dof[dof] = float(np.mean(diffs))
     return DofComparison(per_dof)
 

@@ -98,14 +98,39 @@ def _require_file(path: Path, what: str) -> None:
         raise InputError(f"{what} {path} does not exist or is not a file")
 
 
+# Lines of a TRC header: PathFileType, keys, values, marker names, X1 Y1 Z1 ...
+_TRC_HEADER_LINES = 5
+
+
 def _check_trc_header(path: Path) -> None:
-    """Reject files that are not TRC before OpenSim's parser sees them."""
+    """Reject files that are not TRC, or hold no frame, before OpenSim's parser sees them.
+
+    OpenSim 4.6's TRCFileAdapter loops forever on a TRC header without data rows.
+    """
     with open(path, "rb") as fh:
         first = fh.readline(4096)
-    if not first.startswith(b"PathFileType"):
-        raise InputError(
-            f"marker file {path} is not a .trc file (its first line should start with 'PathFileType')"
-        )
+        if not first.startswith(b"PathFileType"):
+            raise InputError(
+                f"marker file {path} is not a .trc file (its first line should start with 'PathFileType')"
+            )
+        for _ in range(_TRC_HEADER_LINES - 1):
+            if not fh.readline():
+                raise InputError(f"marker file {path} ends inside its {_TRC_HEADER_LINES}-line TRC header")
+        for line in fh:
+            fields = line.split()
+            if fields:
+                if not _is_number(fields[0]):
+                    raise InputError(f"marker file {path}: expected a frame row after the header, got {line[:40]!r}")
+                return
+    raise InputError(f"marker file {path} has a TRC header but no frames")
+
+
+def _is_number(text: bytes) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def read_trc(path: str | os.PathLike[str], *, zeros_as_missing: bool = True) -> MarkerData:
