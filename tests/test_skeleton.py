@@ -272,6 +272,7 @@ def test_chunked_batches_match_one_block(monkeypatch: pytest.MonkeyPatch) -> Non
         return out.markers.detach(), out.body_transforms.detach(), qq.grad
 
     whole = run()
+    assert all(t.is_contiguous() for t in whole[:2])  # callers .view() the outputs
     monkeypatch.setattr(skeleton_module, "CPU_CHUNK", 7)
     pieces = run()
     for a, b in zip(whole, pieces):

@@ -38,11 +38,7 @@ def _chunk(t: Tensor | None, start: int, size: int) -> Tensor | None:
 
 @dataclass
 class SkeletonOutput:
-    """Result of :meth:`Skeleton.forward`.
-
-    The tensors are computed batch-last and returned as permuted views (not contiguous):
-    use ``.reshape`` or ``.contiguous()`` before ``.view``.
-    """
+    """Result of :meth:`Skeleton.forward` (contiguous tensors)."""
 
     body_transforms: Tensor  # (B, NB, 4, 4) ground <- body, metres, model body order
     markers: Tensor  # (B, M, 3) metres in ground
@@ -235,8 +231,11 @@ class Skeleton:
                 for i in range(0, batch, chunk)
             ]
             q_full, markers, bodies = (torch.cat(p, -1) for p in zip(*parts))
+        # Batch-first copies: callers .view() these (a permuted view would refuse).
         return SkeletonOutput(
-            body_transforms=bodies.permute(3, 0, 1, 2), markers=markers.permute(2, 0, 1), q_full=q_full.transpose(0, 1)
+            body_transforms=bodies.permute(3, 0, 1, 2).contiguous(),
+            markers=markers.permute(2, 0, 1).contiguous(),
+            q_full=q_full.transpose(0, 1).contiguous(),
         )
 
     def _forward_batch_last(self, q_t: Tensor, s: Tensor | None, offsets: Tensor) -> tuple[Tensor, Tensor, Tensor]:
