@@ -40,6 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-frames", type=int, metavar="N", help="only the first N frames")
     parser.add_argument("--max-side", type=int, metavar="PX", help="shrink frames to this longer side for the detector")
     parser.add_argument("--focal-px", type=float, metavar="PX", help="camera focal length in pixels, if known")
+    parser.add_argument("--fit-iterations", type=int, metavar="N",
+                        help="optimiser steps of the keypoint fit (default 200; fewer: faster, rougher)")
     parser.add_argument("--no-report", action="store_true", help="skip the HTML report")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.add_argument("--quiet", action="store_true", help="no per-stage progress lines")
@@ -66,10 +68,15 @@ def build_config(args: argparse.Namespace):
         if value is not None and not lo <= value <= hi:
             raise InputError(f"{what} {value} is outside {lo}-{hi}; give metres / kilograms")
     marker_map = load_marker_map(args.marker_map) if args.marker_map is not None else {}
+    mesh_options: dict[str, object] = {}
+    if args.fit_iterations is not None:
+        if args.fit_iterations < 1:
+            raise InputError(f"--fit-iterations {args.fit_iterations}: give at least 1")
+        mesh_options = {"iterations": args.fit_iterations, "rigid_iterations": min(60, args.fit_iterations)}
     return PipelineConfig(
         detect=DetectConfig(detector=args.detector, max_frames=args.max_frames, max_side=args.max_side,
                             focal_length_px=args.focal_px),
-        mesh=MeshStageConfig(backend=args.mesh_backend, body_model=args.body_model),
+        mesh=MeshStageConfig(backend=args.mesh_backend, body_model=args.body_model, options=mesh_options),
         subject=SubjectConfig(model=args.model, marker_map=marker_map, height_m=args.height, mass_kg=args.mass),
         solver=SolverConfig(weights=args.weights, train=not args.no_train, refine=args.refine, device=args.device),
         report=ReportStageConfig(enabled=not args.no_report),
