@@ -145,14 +145,14 @@ class _Problem:
 
 
 def _residual(sk: SkeletonLike, q_full: torch.Tensor, problem: _Problem, repeat: int = 1) -> torch.Tensor:
-    """(B*repeat, 3M+K) weighted residual at q_full (B*repeat, n); frame b occupies rows b*repeat..."""
+    """(B, repeat, 3M+K) weighted residual at q_full (B*repeat, n); frame b's poses are rows b*repeat..."""
     out = sk.forward(q_full)
-    markers = problem.markers.repeat_interleave(repeat, dim=0)
-    sqrt_w = problem.sqrt_w.repeat_interleave(repeat, dim=0)
-    marker_res = (out.markers - markers) * sqrt_w[..., None]
-    q_used = out.q_full[:, problem.task_index]
-    task_res = (q_used - problem.task_values.repeat_interleave(repeat, dim=0)) * problem.task_sqrt_w
-    return torch.cat([marker_res.flatten(1), task_res], dim=1)
+    b = problem.markers.shape[0]
+    markers = out.markers.view(b, repeat, *problem.markers.shape[1:])  # (B, repeat, M, 3)
+    marker_res = (markers - problem.markers[:, None]) * problem.sqrt_w[:, None, :, None]
+    q_used = out.q_full[:, problem.task_index].view(b, repeat, -1)
+    task_res = (q_used - problem.task_values[:, None]) * problem.task_sqrt_w
+    return torch.cat([marker_res.flatten(2), task_res], dim=2)
 
 
 def _with_free(q_base: torch.Tensor, free: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -164,21 +164,20 @@ def _with_free(q_base: torch.Tensor, free: torch.Tensor, x: torch.Tensor) -> tor
 def _jacobian_forward_ad(
     sk: SkeletonLike, q_base: torch.Tensor, x: torch.Tensor, problem: _Problem, fd_step: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Residual (B, R) and Jacobian (B, R, F) by forward-mode AD, one tangent per free coordinate."""
+    """Residual (B, R) and Jacobian, transposed (B, F, R), by forward-mode AD: one tangent per column."""
     b, f = x.shape
     q_rep = _with_free(q_base, problem.free, x).repeat_interleave(f, dim=0)  # (B*F, n)
     tangent = torch.zeros_like(q_rep)
     rows = torch.arange(b * f)
     tangent[rows, problem.free.repeat(b)] = 1.0
     r, jr = torch.func.jvp(lambda q: _residual(sk, q, problem, repeat=f), (q_rep,), (tangent,))
-    r = r.view(b, f, -1)[:, 0]
-    return r, jr.view(b, f, -1).transpose(1, 2)
+    return r[:, 0], jr
 
 
 def _jacobian_finite_difference(
     sk: SkeletonLike, q_base: torch.Tensor, x: torch.Tensor, problem: _Problem, fd_step: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Residual (B, R) and forward-difference Jacobian (B, R, F) from one batched forward pass.
+    """Residual (B, R) and forward-difference Jacobian, transposed (B, F, R), from one forward pass.
 
     Coordinates that share no residual row (right leg, left leg, ...) are perturbed together
     (``problem.group_of``), so a pass holds B x (groups + 1) poses instead of B x (F + 1).
@@ -189,14 +188,14 @@ def _jacobian_finite_difference(
     perturb = torch.zeros(g, f, dtype=x.dtype)
     perturb[group_of, torch.arange(f)] = fd_step
     q0 = _with_free(q_base, problem.free, x)
-    q_rep = q0.repeat_interleave(g + 1, dim=0).view(b, g + 1, -1)
+    q_rep = q0[:, None, :].repeat(1, g + 1, 1)  # (B, G+1, n)
     q_rep[:, 1:, problem.free] += perturb
-    r_all = _residual(sk, q_rep.view(b * (g + 1), -1), problem, repeat=g + 1).view(b, g + 1, -1)
+    r_all = _residual(sk, q_rep.view(b * (g + 1), -1), problem, repeat=g + 1)  # (B, G+1, R)
     r = r_all[:, 0]
     diff = (r_all[:, 1:] - r[:, None]) / fd_step  # (B, G, R)
-    jac = diff[:, group_of].transpose(1, 2)  # (B, R, F)
+    jac = diff[:, group_of]  # (B, F, R)
     if problem.pattern is not None:
-        jac = jac * problem.pattern
+        jac = jac * problem.pattern.T
     return r, jac
 
 
@@ -259,8 +258,8 @@ def _lm_step(
     r: torch.Tensor, jac: torch.Tensor, x: torch.Tensor, damping: torch.Tensor, problem: _Problem
 ) -> torch.Tensor:
     """Projected damped Gauss-Newton step; returns the trial point (B, F) inside the bounds."""
-    grad = torch.einsum("brf,br->bf", jac, r)
-    hess = torch.einsum("brf,brg->bfg", jac, jac)
+    grad = torch.bmm(jac, r.unsqueeze(-1)).squeeze(-1)  # jac is transposed: (B, F, R)
+    hess = torch.bmm(jac, jac.transpose(1, 2))
     held = _active_set(x, grad, problem.lower, problem.upper)
     diag = torch.diagonal(hess, dim1=1, dim2=2)
     # Marquardt scaling, plus a floor so coordinates no residual depends on stay put.
@@ -526,7 +525,7 @@ def refine(
     q, iterations, converged = solved.q, solved.iterations, solved.converged
     with torch.no_grad():
         total, rms, mx, q_full = marker_errors(sk, q, markers_t, weights_t)
-        r = _residual(sk, q, problem)
+        r = _residual(sk, q, problem)[:, 0]
     return RefineResult(
         q=q_full.detach(), marker_sq_error_total=total, marker_rms=rms, marker_max=mx,
         iterations=iterations, converged=converged, objective=(r * r).sum(dim=1),
