@@ -203,10 +203,13 @@ def skin_subset(rest: torch.Tensor, weights: torch.Tensor, bones: torch.Tensor,
 
     rest: (1|B, N, 3) rest positions; weights, bones: (N, k) skinning weights and bone indices;
     transforms: (B, J, 4, 4) rest -> posed bone transforms. Returns (B, N, 3).
+    The weights are made dense (N, J) so the blend is one matrix product per frame.
     """
-    t = transforms[:, bones.long(), :3, :]                               # (B, N, k, 3, 4)
-    blend = (weights.to(t.dtype)[None, :, :, None, None] * t).sum(dim=2)   # (B, N, 3, 4)
-    return (blend[..., :3] @ rest.expand(t.shape[0], -1, -1)[..., None])[..., 0] + blend[..., 3]
+    dense = torch.zeros(weights.shape[0], transforms.shape[1], dtype=transforms.dtype)
+    dense.scatter_add_(1, bones.long(), weights.to(transforms.dtype))
+    b, j = transforms.shape[:2]
+    blend = (dense @ transforms[..., :3, :].reshape(b, j, 12)).reshape(b, -1, 3, 4)   # (B, N, 3, 4)
+    return (blend[..., :3] * rest[:, :, None, :]).sum(-1) + blend[..., 3]
 
 
 def _scatter_rotations(deltas: torch.Tensor, bones: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
