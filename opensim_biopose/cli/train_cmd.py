@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=None, help="windows per step")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     parser.add_argument("--subject-scaled", action="store_true",
-                        help="the model is already scaled to the subject: sample only small scale changes")
+                        help="lab markers on a model already scaled to the subject: small scale changes, lab-level noise")
     parser.add_argument("--resume", action="store_true", help="continue an existing --out checkpoint")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
