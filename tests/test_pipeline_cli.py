@@ -1,0 +1,138 @@
+"""``opensim-biopose run``: outputs, the summary line, no overwrite, bad input as one message, a user's model."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import opensim as osim
+import pytest
+import torch
+
+from conftest import shared_path
+from opensim_biopose.cli.main import main
+
+torch.set_num_threads(1)
+
+VIDEO = ("videos", "pose2sim_singleperson_cam01.mp4")
+QUICK = ["--max-frames", "6", "--max-side", "480", "--fit-iterations", "30", "--no-train", "--quiet"]
+STEM = "pose2sim_singleperson_cam01"
+SUFFIXES = ("_markers.trc", "_ik.mot", "_scaled.osim", "_report.html")
+
+# Anny virtual markers -> OpenCap's LaiUhlrich2022 "study" markers (same anatomical landmarks).
+OPENCAP_MAP = {
+    "RASI": "r.ASIS_study", "LASI": "L.ASIS_study", "RPSI": "r.PSIS_study", "LPSI": "L.PSIS_study",
+    "RKNE": "r_knee_study", "RKNM": "r_mknee_study", "LKNE": "L_knee_study", "LKNM": "L_mknee_study",
+    "RANK": "r_ankle_study", "RMED": "r_mankle_study", "LANK": "L_ankle_study", "LMED": "L_mankle_study",
+    "RTOE": "r_toe_study", "RMT5": "r_5meta_study", "RHEE": "r_calc_study",
+    "LTOE": "L_toe_study", "LMT5": "L_5meta_study", "LHEE": "L_calc_study",
+    "RSHO": "r_shoulder_study", "LSHO": "L_shoulder_study", "C7": "C7_study",
+    "RELB": "r_lelbow_study", "RMEL": "r_melbow_study", "RWRA": "r_lwrist_study", "RWRB": "r_mwrist_study",
+    "LELB": "L_lelbow_study", "LMEL": "L_melbow_study", "LWRA": "L_lwrist_study", "LWRB": "L_mwrist_study",
+}
+
+
+def _outputs(folder: Path) -> list[Path]:
+    return [folder / f"{STEM}{s}" for s in SUFFIXES]
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err, "no error message"
+    return err[-1]
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    video = shared_path(*VIDEO)
+    out = tmp_path_factory.mktemp("run")
+    code = main(["run", str(video), "--out", str(out), *QUICK])
+    return video, out, code
+
+
+def test_run_writes_four_outputs_and_a_summary(quick_run, capsys):
+    _, out, code = quick_run
+    assert code == 0
+    for path in _outputs(out):
+        assert path.is_file() and path.stat().st_size > 0, path
+    assert osim.TimeSeriesTableVec3(str(_outputs(out)[0])).getNumRows() == 6
+
+
+def test_existing_outputs_are_not_overwritten(quick_run, capsys):
+    video, out, _ = quick_run
+    before = {p: p.stat().st_mtime_ns for p in _outputs(out)}
+    capsys.readouterr()
+    assert main(["run", str(video), "--out", str(out), *QUICK]) == 2
+    line = _error_line(capsys)
+    assert "--overwrite" in line and STEM in line
+    assert {p: p.stat().st_mtime_ns for p in _outputs(out)} == before
+
+
+def test_summary_line(tmp_path, capsys):
+    video = shared_path(*VIDEO)
+    assert main(["run", str(video), "--out", str(tmp_path), *QUICK, "--no-report", "--max-frames", "3"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("3 frames in") and "frames/s" in last and "mean marker error" in last
+    assert str(tmp_path / f"{STEM}_ik.mot") in last
+    assert not (tmp_path / f"{STEM}_report.html").exists()
+
+
+def _blank_video(path: Path) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (320, 240))
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        writer.write(rng.integers(90, 110, (240, 320, 3), dtype=np.uint8))
+    writer.release()
+    return path
+
+
+@pytest.mark.parametrize("case", ["missing", "not_a_video", "empty_room", "bad_map", "no_model", "height"])
+def test_bad_input_is_one_message_and_no_output(case, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["--out", str(out), *QUICK]
+    video = tmp_path / "clip.mp4"
+    expect = str(video)
+    if case == "missing":
+        pass
+    elif case == "not_a_video":
+        video.write_text("this is not a video\n" * 50)
+    elif case == "empty_room":
+        _blank_video(video)
+        expect = "nobody"
+    else:
+        video = shared_path(*VIDEO)
+        if case == "bad_map":
+            bad = tmp_path / "map.json"
+            bad.write_text("{not json")
+            args += ["--marker-map", str(bad)]
+            expect = str(bad)
+        elif case == "no_model":
+            args += ["--model", str(tmp_path / "absent.osim")]
+            expect = "absent.osim"
+        else:
+            args += ["--height", "17.5"]
+            expect = "--height"
+    assert main(["run", str(video), *args]) == 2
+    line = _error_line(capsys)
+    assert line.startswith("opensim-biopose run: error:") and expect in line, line
+    assert not out.exists() or not any(out.iterdir()), "a failed run left files behind"
+
+
+def test_user_model_with_marker_map(tmp_path, capsys):
+    """OpenCap's LaiUhlrich2022 with its own marker names: scaled, solved, and OpenSim IK agrees."""
+    video = shared_path(*VIDEO)
+    model = shared_path("opensim", "synthetic", "LaiUhlrich2022_with_markers.osim")
+    mapping = tmp_path / "opencap.json"
+    mapping.write_text(json.dumps(OPENCAP_MAP))
+    out = tmp_path / "out"
+    code = main(["run", str(video), "--out", str(out), *QUICK, "--model", str(model), "--marker-map", str(mapping),
+                 "--no-report", "--mass", "70"])
+    assert code == 0, capsys.readouterr().err
+    scaled = osim.Model(str(out / f"{STEM}_scaled.osim"))
+    state = scaled.initSystem()
+    assert scaled.getTotalMass(state) == pytest.approx(70.0, abs=0.01)
+    coords = osim.TimeSeriesTable(str(out / f"{STEM}_ik.mot"))
+    assert "knee_angle_r" in list(coords.getColumnLabels())
+    trc = osim.TimeSeriesTableVec3(str(out / f"{STEM}_markers.trc"))
+    assert "r_knee_study" in list(trc.getColumnLabels())
