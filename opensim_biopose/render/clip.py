@@ -1,6 +1,7 @@
 """Render a clip: a library motion of a body shape from one camera rig, with its ground truth."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -45,6 +46,8 @@ class RenderedClip:
     rig: CameraRig
     sequence: PosedSequence
     shape: np.ndarray
+    # Seconds spent in OpenGL (scene setup + all frames), for throughput figures.
+    render_s: float = 0.0
 
 
 def clip_times(spec: ClipSpec) -> torch.Tensor:
@@ -60,7 +63,9 @@ def render_clip(body: BodyModel, markers: VirtualMarkerSet, shape: torch.Tensor,
     rig = camera_rig(spec.view, seq.centre, width=spec.width, height=spec.height, focal_px=spec.focal_px,
                      subject_height_m=seq.stature, fill=spec.fill)
     colours = body_colours(body, seed=colour_seed)
-    backdrop = (checker_floor(seq.centre), backdrop_wall(rig.position, seq.centre))
+    backdrop = (checker_floor(seq.centre), backdrop_wall(rig.position, seq.centre), *seq.props)
+    t0 = time.perf_counter()
     with OffscreenRenderer(rig, backdrop, spec.render) as renderer:
         frames = np.stack([renderer.render(FlatMesh(v, seq.faces, colours)) for v in seq.vertices])
-    return RenderedClip(spec, frames, times.numpy().astype(np.float64), rig, seq, shape.numpy())
+    render_s = time.perf_counter() - t0
+    return RenderedClip(spec, frames, times.numpy().astype(np.float64), rig, seq, shape.numpy(), render_s)

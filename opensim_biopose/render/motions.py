@@ -24,11 +24,15 @@ from opensim_biopose.mesh.synthetic import gait_pose
 
 @dataclass(frozen=True)
 class Motion:
-    """pose: (T, P, 3) rad; tilt: (T,) forward lean of the whole body (rad); anchor: "feet" | "pelvis"."""
+    """pose: (T, P, 3) rad; tilt: (T,) forward lean of the whole body (rad); anchor: "feet" | "pelvis".
+
+    ``seat``: the scene gets a stool under the lowest seated pelvis (sit-to-stand).
+    """
 
     pose: torch.Tensor
     tilt: torch.Tensor
     anchor: str
+    seat: bool = False
 
 
 def _cycle(times: torch.Tensor, period_s: float) -> torch.Tensor:
@@ -87,7 +91,7 @@ def sit_to_stand(body: BodyModel, times: torch.Tensor, period_s: float = 3.2) ->
     w.put("spine02", 0, 0.1 * torch.sin(math.pi * seated) ** 2)
     for side in ("L", "R"):
         w.put(f"upperarm01.{side}", 0, -0.5 * torch.sin(math.pi * seated) ** 2)
-    return Motion(w.pose, lean, "feet")
+    return Motion(w.pose, lean, "feet", seat=True)
 
 
 def arm_raises(body: BodyModel, times: torch.Tensor, period_s: float = 1.8) -> Motion:

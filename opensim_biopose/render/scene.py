@@ -19,7 +19,7 @@ from opensim_biopose.body.markers import VirtualMarkerSet
 from opensim_biopose.body.rotations import axis_angle_to_matrix
 from opensim_biopose.errors import InputError
 from opensim_biopose.render.motions import Motion
-from opensim_biopose.render.texture import clothes_colours, dominant_bones
+from opensim_biopose.render.texture import FlatMesh, box, clothes_colours, dominant_bones
 
 # Frames posed per body-model call: bounds memory (a frame of Anny is ~13.7k vertices).
 _CHUNK = 32
@@ -36,6 +36,8 @@ class PosedSequence:
     faces: np.ndarray
     markers: np.ndarray
     marker_names: tuple[str, ...]
+    # Scene props that the body touches (a stool for sit-to-stand); part of the backdrop.
+    props: tuple[FlatMesh, ...] = ()
 
     @property
     def centre(self) -> np.ndarray:
@@ -84,7 +86,27 @@ def pose_sequence(body: BodyModel, motion: Motion, shape: torch.Tensor, markers:
     verts = verts + shift[:, None, :]
     verts[..., [0, 2]] -= anchor[0, [0, 2]]                                          # start over the origin
     marker_xyz = markers.positions(verts)
-    return PosedSequence(verts.numpy(), body.faces.numpy(), marker_xyz.numpy(), markers.names)
+    props = (stool_under(body, verts.numpy()),) if motion.seat else ()
+    return PosedSequence(verts.numpy(), body.faces.numpy(), marker_xyz.numpy(), markers.names, props)
+
+
+def stool_under(body: BodyModel, verts: np.ndarray, size_m: float = 0.38) -> FlatMesh:
+    """A stool whose top touches the buttocks in the frame where the pelvis is lowest (the seated frame).
+
+    ``verts``: (T, V, 3) ground-frame vertices; the stool is ``size_m`` square, centred under the
+    pelvis's vertices and pushed back so that it stays behind the calves.
+    """
+    dominant = _dominant(body)
+    bones = _bone_names(body)
+    pelvis = np.isin(dominant, [i for i, b in enumerate(bones) if b.startswith(("pelvis", "root"))])
+    t = int(np.argmin(verts[:, pelvis, 1].mean(axis=1)))
+    hips = verts[t, pelvis]
+    centre = hips.mean(axis=0)
+    behind = hips[:, 0] < centre[0] + 0.05                        # buttocks, not the lap
+    top = float(hips[behind, 1].min())
+    x_back = float(hips[:, 0].min())
+    return box(np.array([x_back - 0.05, 0.0, centre[2] - size_m / 2]),
+               np.array([x_back - 0.05 + size_m, top, centre[2] + size_m / 2]))
 
 
 def _anchor_points(body: BodyModel, verts: torch.Tensor, anchor: str) -> torch.Tensor:

@@ -122,6 +122,40 @@ def backdrop_wall(camera_position: np.ndarray, centre: np.ndarray, behind_m: flo
     return _facing(mesh, camera_position)
 
 
+def box(lower: np.ndarray, upper: np.ndarray, colour: tuple[int, int, int] = (150, 105, 65),
+        top_colour: tuple[int, int, int] = (175, 128, 82)) -> FlatMesh:
+    """An axis-aligned box between world corners ``lower`` and ``upper`` (m), faces outwards (a stool)."""
+    lo, hi = np.asarray(lower, float), np.asarray(upper, float)
+    centre = (lo + hi) / 2
+    pos, faces, cols = [], [], []
+    for axis in range(3):
+        for side in (lo, hi):
+            k = len(pos)
+            u, v = [a for a in range(3) if a != axis]
+            quad = []
+            for du, dv in ((0, 0), (1, 0), (1, 1), (0, 1)):
+                p = np.empty(3)
+                p[axis] = side[axis]
+                p[u] = (lo, hi)[du][u]
+                p[v] = (lo, hi)[dv][v]
+                quad.append(p)
+            pos += quad
+            faces += [(k, k + 1, k + 2), (k, k + 2, k + 3)]
+            cols += [top_colour if (axis == 1 and side is hi) else colour] * 4
+    mesh = FlatMesh(np.array(pos), np.array(faces), np.array(cols, dtype=np.uint8))
+    return _outwards(mesh, centre)
+
+
+def _outwards(mesh: FlatMesh, centre: np.ndarray) -> FlatMesh:
+    """Wind every face so that its normal points away from ``centre`` (a convex solid)."""
+    tri = mesh.positions[mesh.faces]
+    normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    inwards = np.einsum("fi,fi->f", normal, tri[:, 0] - centre) < 0
+    faces = mesh.faces.copy()
+    faces[inwards] = faces[inwards][:, ::-1]
+    return FlatMesh(mesh.positions, faces, mesh.colours)
+
+
 def _facing(mesh: FlatMesh, eye: np.ndarray) -> FlatMesh:
     """Flip the winding of faces whose front side points away from ``eye`` (single-sided culling)."""
     tri = mesh.positions[mesh.faces]
