@@ -17,8 +17,9 @@ outwards is held there for the step, and every step is projected back into the b
 that end in another local minimum than their neighbours are re-solved from a neighbour's
 answer (the batched counterpart of OpenSim's frame-to-frame warm start).
 
-Cost: per iteration and frame, (colour groups + 1) Skeleton poses — 11 on gait2354, 13 on
-Rajagopal2016 — so the Skeleton's forward pass bounds the speed.
+Cost: per iteration and frame, (colour groups + 1) Skeleton poses — 10 on gait2354, 12 on
+Rajagopal2016; root translations have constant slopes and need none — so the Skeleton's
+forward pass bounds the speed.
 """
 from __future__ import annotations
 
@@ -140,8 +141,9 @@ class _Problem:
     free: torch.Tensor  # (F,) indices of the optimised coordinates
     lower: torch.Tensor  # (F,) -inf where unbounded
     upper: torch.Tensor  # (F,)
-    group_of: torch.Tensor | None = None  # (F,) long: finite-difference group of each free coordinate
+    group_of: torch.Tensor | None = None  # (F,) long: finite-difference group per column, -1: constant column
     pattern: torch.Tensor | None = None  # (R, F) bool: residual rows that depend on each column
+    slopes: torch.Tensor | None = None  # (F, R) unweighted derivatives of the constant columns (0 elsewhere)
 
     def take(self, rows: torch.Tensor) -> _Problem:
         return dataclasses.replace(
@@ -189,45 +191,68 @@ def _jacobian_finite_difference(
     """
     b, f = x.shape
     group_of = problem.group_of if problem.group_of is not None else torch.arange(f)
-    g = int(group_of.max()) + 1
+    varying = group_of >= 0
+    g = int(group_of.max()) + 1 if varying.any() else 0
     perturb = torch.zeros(g, f, dtype=x.dtype)
-    perturb[group_of, torch.arange(f)] = fd_step
+    perturb[group_of[varying], torch.nonzero(varying).flatten()] = fd_step
     q0 = _with_free(q_base, problem.free, x)
     q_rep = q0[:, None, :].repeat(1, g + 1, 1)  # (B, G+1, n)
     q_rep[:, 1:, problem.free] += perturb
     r_all = _residual(sk, q_rep.view(b * (g + 1), -1), problem, repeat=g + 1)  # (B, G+1, R)
     r = r_all[:, 0]
     diff = (r_all[:, 1:] - r[:, None]) / fd_step  # (B, G, R)
-    jac = diff[:, group_of]  # (B, F, R)
+    jac = diff[:, group_of.clamp_min(0)]  # (B, F, R)
     if problem.pattern is not None:
         jac = jac * problem.pattern.T
+    if not varying.all():  # constant columns (root translations): known slopes times row weights
+        row_weight = torch.cat([problem.sqrt_w.repeat_interleave(3, dim=1), problem.task_sqrt_w.expand(b, -1)], dim=1)
+        jac[:, ~varying] = problem.slopes[~varying] * row_weight[:, None, :]
     return r, jac
 
 
-def _sparsity(sk: SkeletonLike, free: torch.Tensor, task_index: torch.Tensor) -> torch.Tensor:
-    """(3M + K, F) bool: which residual rows move when each free coordinate moves.
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Structure:
+    """What the residual's Jacobian looks like, probed once per problem.
 
-    Probed at the default pose and a random pose with finite steps; rows that do not depend on a
-    coordinate are bit-identical, so the test is exact.
+    pattern: (R, F) bool, rows that depend on each free coordinate.
+    constant: (F,) bool, columns whose unweighted derivative is the same in every pose
+        (translations of the root along ground axes): no finite differences needed for them.
+    slopes: (F, R) those derivatives (zero for the other columns).
+    """
+
+    pattern: torch.Tensor
+    constant: torch.Tensor
+    slopes: torch.Tensor
+
+
+def _probe_structure(sk: SkeletonLike, free: torch.Tensor, task_index: torch.Tensor) -> _Structure:
+    """Finite steps at the default pose and two random poses.
+
+    Rows that do not depend on a coordinate are bit-identical, so the pattern is exact; a column
+    counts as constant only if its slopes agree to 1e-9 in all three poses.
     """
     default = sk.coordinate_defaults.detach().cpu().double()
     gen = torch.Generator().manual_seed(0)
-    poses = torch.stack([default, default + 0.3 * torch.rand(default.shape, generator=gen, dtype=torch.float64)])
-    f = free.numel()
-    q = poses.repeat_interleave(f + 1, dim=0).view(2, f + 1, -1)
-    q[:, 1:, free] += 1e-3 * torch.eye(f, dtype=torch.float64)
-    out = sk.forward(q.view(2 * (f + 1), -1))
-    markers = out.markers.view(2, f + 1, -1)  # (2, F+1, 3M)
-    tasks = out.q_full[:, task_index].view(2, f + 1, -1)
+    noise = 0.3 * torch.rand((2, default.shape[0]), generator=gen, dtype=torch.float64)
+    poses = torch.cat([default[None], default + noise])  # (P, n)
+    p, f, step = poses.shape[0], free.numel(), 1e-3
+    q = poses.repeat_interleave(f + 1, dim=0).view(p, f + 1, -1)
+    q[:, 1:, free] += step * torch.eye(f, dtype=torch.float64)
+    out = sk.forward(q.view(p * (f + 1), -1))
+    markers = out.markers.reshape(p, f + 1, -1)  # (P, F+1, 3M)
+    tasks = out.q_full[:, task_index].reshape(p, f + 1, -1)
     rows = torch.cat([markers, tasks], dim=2)
-    return (rows[:, 1:] != rows[:, :1]).any(dim=0).T  # (R, F)
+    slopes = (rows[:, 1:] - rows[:, :1]) / step  # (P, F, R)
+    pattern = (rows[:, 1:] != rows[:, :1]).any(dim=0).T  # (R, F)
+    constant = ((slopes - slopes[:1]).abs().amax(dim=(0, 2)) < 1e-9) & pattern.any(dim=0)
+    return _Structure(pattern, constant, slopes[0] * constant[:, None])
 
 
-def _colour_columns(pattern: torch.Tensor) -> torch.Tensor:
-    """(F,) group per column, greedy: columns in one group share no row."""
+def _colour_columns(pattern: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+    """(F,) group per column (-1 for ``skip`` columns), greedy: columns in one group share no row."""
     f = pattern.shape[1]
-    order = torch.argsort(pattern.sum(dim=0), descending=True).tolist()
-    group_of = torch.zeros(f, dtype=torch.long)
+    order = [j for j in torch.argsort(pattern.sum(dim=0), descending=True).tolist() if not skip[j]]
+    group_of = torch.full((f,), -1, dtype=torch.long)
     rows_of_group: list[torch.Tensor] = []
     for j in order:
         col = pattern[:, j]
@@ -364,11 +389,12 @@ def _build_problem(
     else:
         k_index, k_w = targets.index, torch.sqrt(targets.weights)
         k_values = targets.values.expand(t, -1) if targets.values.ndim == 1 else targets.values
-    pattern = _sparsity(sk, free, k_index)
+    structure = _probe_structure(sk, free, k_index)
     return _Problem(
         markers=torch.nan_to_num(markers, nan=0.0), sqrt_w=sqrt_w, task_index=k_index,
         task_sqrt_w=k_w, task_values=k_values, free=free, lower=lower, upper=upper,
-        group_of=_colour_columns(pattern), pattern=pattern,
+        group_of=_colour_columns(structure.pattern, structure.constant), pattern=structure.pattern,
+        slopes=structure.slopes,
     )
 
 
