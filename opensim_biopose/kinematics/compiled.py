@@ -115,6 +115,13 @@ def _stack(rows: list[Tensor], width: tuple[int, ...]) -> Tensor:
     return torch.stack(rows) if rows else torch.zeros((0, *width), dtype=torch.float64)
 
 
+def _membership(owners: list[int], count: int) -> Tensor:
+    """(count, len(owners)) float 0/1 matrix: entry (j, t) is 1 where owners[t] == j."""
+    matrix = torch.zeros(count, len(owners), dtype=torch.float64)
+    matrix[owners, range(len(owners))] = 1.0
+    return matrix
+
+
 def _joint_layout(joints: list[JointSpec], rows: _AxisRows) -> JointLayout:
     by_count: dict[int, Members] = {}
     fixed: list[tuple[int, Tensor]] = []
@@ -142,7 +149,7 @@ def _joint_layout(joints: list[JointSpec], rows: _AxisRows) -> JointLayout:
         fixed_joints=torch.tensor([j for j, _ in fixed], dtype=long),
         fixed_rotations=_stack([r for _, r in fixed], (3, 3)),
         order=torch.argsort(torch.tensor(assembled, dtype=long)),
-        translation_joints=torch.tensor(t_joint, dtype=long),
+        translation_membership=_membership(t_joint, len(joints)),
         translation_rows=torch.tensor(t_row, dtype=long),
         translation_axes=_stack(t_axis, (3,)),
         translation_scale_axes=_stack(t_scale_axis, (3,)),

@@ -133,7 +133,9 @@ def evaluate_splines(knots: Tensor, coeffs: Tensor, last: Tensor, x: Tensor) -> 
     knots (A, K) ascending, padded with +inf; coeffs (4, A, K) = y, b, c, d per knot;
     last (A,) index of each function's last knot; x (A, B) -> (A, B).
     """
-    k = torch.searchsorted(knots, x.detach().contiguous(), right=True) - 1
+    # Interval index = number of knots <= x, minus one. A comparison count over the few knots
+    # (K <= ~30 in real models) is several times faster on CPU than searchsorted.
+    k = (x.detach().unsqueeze(1) >= knots.unsqueeze(-1)).sum(1) - 1  # (A, B)
     k = torch.minimum(k.clamp(min=0), (last - 1).unsqueeze(1))
     xk = torch.gather(knots, 1, k)
     y, b, c, d = (torch.gather(coeffs[i], 1, k) for i in range(4))

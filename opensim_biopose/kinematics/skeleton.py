@@ -224,18 +224,28 @@ class Skeleton:
             offsets = self._check_offsets(marker_offsets, batch)
         chunk = CPU_CHUNK if q_t.device.type == "cpu" else batch
         if batch <= chunk:
-            q_full, markers, bodies = self._forward_batch_last(q_t, s, offsets)
-        else:
-            parts = [
-                self._forward_batch_last(q_t[:, i : i + chunk], _chunk(s, i, chunk), _chunk(offsets, i, chunk))
-                for i in range(0, batch, chunk)
-            ]
-            q_full, markers, bodies = (torch.cat(p, -1) for p in zip(*parts))
-        # Batch-first copies: callers .view() these (a permuted view would refuse).
+            return self._forward_chunk(q_t, s, offsets)
+        parts = [
+            self._forward_chunk(q_t[:, i : i + chunk], _chunk(s, i, chunk), _chunk(offsets, i, chunk))
+            for i in range(0, batch, chunk)
+        ]
         return SkeletonOutput(
-            body_transforms=bodies.permute(3, 0, 1, 2).contiguous(),
-            markers=markers.permute(2, 0, 1).contiguous(),
-            q_full=q_full.transpose(0, 1).contiguous(),
+            body_transforms=torch.cat([p.body_transforms for p in parts]),
+            markers=torch.cat([p.markers for p in parts]),
+            q_full=torch.cat([p.q_full for p in parts]),
+        )
+
+    def _forward_chunk(self, q_t: Tensor, s: Tensor | None, offsets: Tensor) -> SkeletonOutput:
+        """Batch-last inputs (see :meth:`_forward_batch_last`) -> batch-first contiguous outputs.
+
+        Transposing per cache-sized chunk is cheaper than once for the whole batch, and callers
+        may ``.view()`` the outputs (a permuted view would refuse)."""
+        q_full, markers, bodies = self._forward_batch_last(q_t, s, offsets)
+        batch = q_full.shape[-1]
+        return SkeletonOutput(
+            body_transforms=bodies.reshape(-1, batch).t().contiguous().view(batch, -1, 4, 4),
+            markers=markers.reshape(-1, batch).t().contiguous().view(batch, -1, 3),
+            q_full=q_full.t().contiguous(),
         )
 
     def _forward_batch_last(self, q_t: Tensor, s: Tensor | None, offsets: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -56,7 +56,7 @@ class JointLayout:
     fixed_joints: Tensor  # (J0,) long: joints without q-dependent rotations
     fixed_rotations: Tensor  # (J0, 3, 3) their constant rotation parent body <- child body
     order: Tensor  # (J,) long: gathers [fixed, group 1, group 2, ...] rows back into joint order
-    translation_joints: Tensor  # (T,) long: joint of each q-dependent translation axis
+    translation_membership: Tensor  # (J, T) 1.0 where translation axis t belongs to joint j
     translation_rows: Tensor  # (T,) long: row of its value
     translation_axes: Tensor  # (T, 3) axis in the parent body (F axis rotated by F's orientation)
     translation_scale_axes: Tensor  # (T, 3) axis in F (OpenSim scales by axis . parent factors)
@@ -91,10 +91,10 @@ def local_translations(layout: JointLayout, values: Tensor, rotations: Tensor, s
         t = t * (factor + layout.translation_unscaled.unsqueeze(-1))
         p_pf = p_pf * scales[layout.parent_body]
         p_cm = p_cm * scales[layout.child_body]
-    moved = (t.unsqueeze(1) * layout.translation_axes.unsqueeze(-1))  # (T, 3, B)
-    batch = rotations.shape[-1]
-    p = p_pf.expand(-1, -1, batch).index_add(0, layout.translation_joints, moved)
-    return p - matvec3(rotations, p_cm)
+    moved = t.unsqueeze(1) * layout.translation_axes.unsqueeze(-1)  # (T, 3, B)
+    # Sum each joint's translation axes: a (J, T) 0/1 matrix times (T, 3 B) is one small GEMM.
+    summed = (layout.translation_membership @ moved.flatten(1)).view(-1, 3, moved.shape[-1])
+    return p_pf + summed - matvec3(rotations, p_cm)
 
 
 @dataclass(frozen=True)
