@@ -277,3 +277,17 @@ def test_chunked_batches_match_one_block(monkeypatch: pytest.MonkeyPatch) -> Non
     pieces = run()
     for a, b in zip(whole, pieces):
         assert torch.allclose(a, b, atol=1e-12)
+
+
+def test_forward_mode_jvp_matches_central_differences() -> None:
+    """neurik.refine may take Jacobians with torch.func.jvp: forward-mode AD must work too."""
+    sk = Skeleton.from_osim(shared_path("opensim", "models", "Rajagopal2016.osim"))
+    q = random_poses(sk, 3, seed=11)
+    tangent = torch.zeros_like(q)
+    tangent[:, sk.coordinate_index("knee_angle_r")] = 1.0
+    tangent[:, sk.coordinate_index("hip_flexion_l")] = 0.5
+    _, dm = torch.func.jvp(lambda x: sk.forward(x).markers, (q,), (tangent,))
+    eps = 1e-6
+    fd = (sk.forward(q + eps * tangent).markers - sk.forward(q - eps * tangent).markers) / (2 * eps)
+    assert (dm - fd).abs().max() < 1e-7  # metres per radian
+    assert dm.abs().max() > 0.1
