@@ -6,7 +6,9 @@ oracle is the rendered mesh's own virtual markers solved with the pipeline's sca
 refinement (opensim_biopose.render.truth). Printed per clip:
 
 - front end: the pipeline's virtual markers vs the oracle markers, mm (pelvis-centred per frame),
-  and the pipeline's body size relative to the oracle's (monocular depth/size ambiguity);
+  the pipeline's body size relative to the oracle's (monocular depth/size ambiguity), the share
+  of frames where MediaPipe found the person (det%) and where the markers fit the truth better
+  with left and right swapped (L/R%: near/far limb confusion);
 - end to end: RMSE (deg) over OpenCap's 12 DoFs (L/R averaged) and over the arm DoFs, pelvis
   translation error (mm, constant horizontal offset removed), frames/s of the whole pipeline.
 
@@ -14,6 +16,7 @@ The target (issue 6) is <= 5 deg mean over the 12 DoFs for the side and 45 deg v
 
     python benchmarks/bench_rendered.py [--views side 45deg front] [--motions gait squat ...]
                                         [--seconds 2.0] [--json out.json]
+    python benchmarks/bench_rendered.py --demo     # the shipped demo video against its JSON truth
 
 Needs the anny and render extras, MediaPipe and offscreen OpenGL (EGL). Runs on one thread.
 """
@@ -32,7 +35,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from opensim_biopose.render.truth import (ARM_DOFS, OPENCAP_DOFS, dof_rmse_deg, oracle_ik,  # noqa: E402
+from opensim_biopose.render.truth import (ARM_DOFS, OPENCAP_DOFS, dof_rmse_deg,  # noqa: E402
+                                          left_right_swap_share, oracle_ik,
                                           pelvis_translation_error_mm, root_relative_marker_error_mm)
 
 
@@ -49,6 +53,8 @@ class ClipResult:
     oracle_rms_mm: float
     pipeline_s: float
     mesh_s: float
+    detected: float = 1.0
+    swapped: float = 0.0
 
     @property
     def mean12(self) -> float:
@@ -65,7 +71,6 @@ class ClipResult:
 
 def run_clip(body, markers, view: str, motion: str, seconds: float, seed: int, work: Path) -> ClipResult:
     """Render one clip, run the pipeline on it, compare with the oracle."""
-    from opensim_biopose.pipeline import PipelineConfig, ReportStageConfig, SolverConfig, run_pipeline
     from opensim_biopose.render.clip import ClipSpec, render_clip
     from opensim_biopose.render.motions import sample_adult_shapes
     from opensim_biopose.render.video import write_video
@@ -74,14 +79,20 @@ def run_clip(body, markers, view: str, motion: str, seconds: float, seed: int, w
     clip = render_clip(body, markers, shape, ClipSpec(motion=motion, view=view, seconds=seconds), colour_seed=seed)
     video = work / f"{motion}_{view}.mp4"
     write_video(clip.frames, video, clip.spec.fps)
+    return evaluate(video, view, motion, clip.sequence.marker_names, clip.sequence.markers)
+
+
+def evaluate(video: Path, view: str, motion: str, marker_names: tuple[str, ...], truth: np.ndarray) -> ClipResult:
+    """Run the pipeline on ``video`` and compare it with the oracle of the true markers (T, M, 3) m."""
+    from opensim_biopose.pipeline import PipelineConfig, ReportStageConfig, SolverConfig, run_pipeline
+
     # No NeurIK weights ship yet: refinement starts from the default pose (training takes minutes).
     config = PipelineConfig(solver=SolverConfig(train=False), report=ReportStageConfig(enabled=False))
     t0 = time.perf_counter()
     result = run_pipeline(video, config)
     pipeline_s = time.perf_counter() - t0
-    seq = clip.sequence
-    oracle = oracle_ik(seq.marker_names, seq.markers)
-    if tuple(result.coordinate_names) != oracle.coordinate_names or result.num_frames != len(clip.times):
+    oracle = oracle_ik(marker_names, truth)
+    if tuple(result.coordinate_names) != oracle.coordinate_names or result.num_frames != truth.shape[0]:
         raise RuntimeError("pipeline and oracle disagree on coordinates or frames")
     names = oracle.coordinate_names
     return ClipResult(
@@ -89,22 +100,24 @@ def run_clip(body, markers, view: str, motion: str, seconds: float, seed: int, w
         dof_deg=dof_rmse_deg(names, result.q, oracle.q, OPENCAP_DOFS),
         arm_deg=dof_rmse_deg(names, result.q, oracle.q, ARM_DOFS),
         pelvis_mm=pelvis_translation_error_mm(names, result.q, oracle.q),
-        markers_mm=root_relative_marker_error_mm(result.marker_names, result.marker_xyz, seq.marker_names, seq.markers),
+        markers_mm=root_relative_marker_error_mm(result.marker_names, result.marker_xyz, marker_names, truth),
         size_ratio=result.scale_factors.overall / oracle.scale,
         oracle_rms_mm=float(1000 * np.nanmean(oracle.marker_rms_m)),
         pipeline_s=pipeline_s, mesh_s=result.timings.mesh_s,
+        detected=float(result.keypoints.detected.mean()),
+        swapped=left_right_swap_share(result.marker_names, result.marker_xyz, marker_names, truth),
     )
 
 
 def print_table(results: list[ClipResult]) -> None:
     print("\nper clip (deg = RMSE vs oracle IK, L/R averaged; mm = pelvis-centred marker / pelvis translation)")
     print(f"{'view':<7}{'motion':<14}{'frames':>6}{'12-DoF':>8}{'arms':>7}{'pelvis':>8}{'markers':>9}"
-          f"{'size':>7}{'oracle':>8}{'fps':>7}{'mesh%':>7}")
+          f"{'size':>7}{'oracle':>8}{'fps':>7}{'mesh%':>7}{'det%':>6}{'L/R%':>6}")
     print(f"{'':<27}{'deg':>8}{'deg':>7}{'mm':>8}{'mm':>9}{'ratio':>7}{'rms mm':>8}")
     for r in results:
         print(f"{r.view:<7}{r.motion:<14}{r.frames:>6}{r.mean12:>8.1f}{r.mean_arm:>7.1f}{r.pelvis_mm:>8.0f}"
               f"{r.markers_mm:>9.0f}{r.size_ratio:>7.2f}{r.oracle_rms_mm:>8.1f}{r.fps:>7.2f}"
-              f"{100 * r.mesh_s / r.pipeline_s:>7.0f}")
+              f"{100 * r.mesh_s / r.pipeline_s:>7.0f}{100 * r.detected:>6.0f}{100 * r.swapped:>6.0f}")
     print("\nper DoF (deg), mean over the clips of each view")
     views = sorted({r.view for r in results})
     print(f"{'DoF':<18}" + "".join(f"{v:>9}" for v in views))
@@ -128,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--motions", nargs="+", default=["gait", "squat", "sit_to_stand", "arm_raises"])
     parser.add_argument("--seconds", type=float, default=2.0, help="clip length (30 fps)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--demo", action="store_true",
+                        help="only the shipped demo video (opensim_biopose/demo) against its JSON truth")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     from opensim_biopose.body.anny_model import AnnyBody
@@ -138,6 +153,13 @@ def main(argv: list[str] | None = None) -> int:
     if reason:
         print(f"cannot render: {reason}")
         return 1
+    if args.demo:
+        from opensim_biopose.demo import DEMO_SPEC, DEMO_VIDEO, load_truth
+
+        truth = load_truth()
+        results = [evaluate(DEMO_VIDEO, DEMO_SPEC.view, DEMO_SPEC.motion + " (demo)", truth.marker_names, truth.markers)]
+        print_table(results)
+        return 0
     body, markers = AnnyBody(), load_marker_set("anny-pig53")
     results = []
     with tempfile.TemporaryDirectory(prefix="bench_rendered_") as work:

@@ -108,6 +108,33 @@ def pelvis_translation_error_mm(names: Sequence[str], q_pred: np.ndarray, q_true
     return float(1000.0 * np.sqrt(np.nanmean(np.sum(diff ** 2, axis=1))))
 
 
+def _mirror_name(name: str) -> str:
+    """RASI <-> LASI; names without a side stay."""
+    if len(name) > 1 and name[0] in "RL" and name[1:].isupper():
+        return ("L" if name[0] == "R" else "R") + name[1:]
+    return name
+
+
+def left_right_swap_share(names_pred: Sequence[str], pred: np.ndarray, names_true: Sequence[str],
+                          truth: np.ndarray) -> float:
+    """Fraction of frames whose pelvis-centred markers fit the truth better with left and right swapped.
+
+    A monocular front end that confuses the near and far limb (side views) shows up here.
+    """
+    common = [n for n in names_true if n in names_pred and _mirror_name(n) in names_pred]
+    t = truth[:, [list(names_true).index(n) for n in common]]
+    p = pred[:, [list(names_pred).index(n) for n in common]]
+    swapped = pred[:, [list(names_pred).index(_mirror_name(n)) for n in common]]
+    pel = [common.index(n) for n in PELVIS_MARKERS]
+    t = t - t[:, pel].mean(axis=1, keepdims=True)
+    p = p - p[:, pel].mean(axis=1, keepdims=True)
+    swapped = swapped - swapped[:, pel].mean(axis=1, keepdims=True)
+    limbs = [i for i, n in enumerate(common) if _mirror_name(n) != n]
+    straight = np.linalg.norm(p - t, axis=-1)[:, limbs].mean(axis=1)
+    crossed = np.linalg.norm(swapped - t, axis=-1)[:, limbs].mean(axis=1)
+    return float(np.mean(crossed < straight))
+
+
 def root_relative_marker_error_mm(names_pred: Sequence[str], pred: np.ndarray, names_true: Sequence[str],
                                   truth: np.ndarray) -> float:
     """Mean per-marker distance (mm) with each frame's pelvis-marker centroid subtracted from both.
