@@ -61,11 +61,11 @@ class JointLayout:
     translation_axes: Tensor  # (T, 3) axis in the parent body (F axis rotated by F's orientation)
     translation_scale_axes: Tensor  # (T, 3) axis in F (OpenSim scales by axis . parent factors)
     translation_unscaled: Tensor  # (T,) 1.0 where the value is a coordinate that scaling leaves alone, else 0.0
-    translation_parent: Tensor  # (T,) long: parent body slot of each axis (for scaling)
+    translation_parent: Tensor  # (T,) long: parent body row of each axis (for scaling)
     p_pf: Tensor  # (J, 3) origin of F in the parent body, metres
     p_cm: Tensor  # (J, 3) origin of M in the child body, metres
-    parent_body: Tensor  # (J,) long: parent body slot (0 = ground)
-    child_body: Tensor  # (J,) long: child body slot
+    parent_body: Tensor  # (J,) long: parent body row (model body index + 1; 0 = ground)
+    child_body: Tensor  # (J,) long: child body row
 
 
 def local_rotations(layout: JointLayout, values: Tensor) -> Tensor:
@@ -80,7 +80,7 @@ def local_translations(layout: JointLayout, values: Tensor, rotations: Tensor, s
     """Origins of child bodies in parent bodies (J, 3, B), metres.
 
     p = p_PF + sum_i t_i (R_PF axis_i) - R_PC p_CM; with per-body ``scales`` (1 + NB, 3, B or 1)
-    (slot 0 = ground) as OpenSim's Model.scale: p_PF by the parent's factors, p_CM by the child's,
+    (row 0 = ground) as OpenSim's Model.scale: p_PF by the parent's factors, p_CM by the child's,
     and each CustomJoint translation value t_i by (axis_i . parent factors).
     """
     t = values[layout.translation_rows]  # (T, B)
