@@ -82,8 +82,8 @@ def load_or_train(sk, marker_names: Sequence[str], marker_weights: Sequence[floa
         try:
             meta = read_metadata(cached)
             from opensim_biopose.neurik.train import TrainConfig
-            target = (train_cfg or TrainConfig()).steps
-            if meta.steps >= target:
+            # A finished run is used as is; an interrupted one is resumed when training is allowed.
+            if not train or meta.steps >= (train_cfg or TrainConfig()).steps:
                 return NeurIK.load(cached, sk)
         except CheckpointError as exc:
             log.warning("ignoring cached NeurIK weights %s: %s", cached, exc)
