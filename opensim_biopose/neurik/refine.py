@@ -68,6 +68,8 @@ class RefineConfig:
     temporal_sweeps: int = 50
     # A frame is doubtful when not converged or its objective exceeds a neighbour's by 10 %.
     neighbour_cost_ratio: float = 1.1
+    # Step limit of a frame's re-solve from a neighbour's answer.
+    sweep_max_iters: int = 30
     # A neighbour's start must lower the objective by this fraction to be taken.
     improvement: float = 1e-6
 
@@ -472,6 +474,9 @@ def _temporal_sweeps(sk: SkeletonLike, solved: _Solved, problem: _Problem, confi
     iterations, converged = solved.iterations.clone(), solved.converged.clone()
     t = q.shape[0]
     retry = _suspicious(solved, config.neighbour_cost_ratio)
+    # A neighbour's answer is a close start: a candidate that needs many more steps is rarely
+    # the better minimum, and bounding it keeps the small sweep batches cheap.
+    sweep_config = dataclasses.replace(config, max_iters=min(config.max_iters, config.sweep_max_iters))
     for _ in range(config.temporal_sweeps):
         targets, sources = [], []
         for shift in (1, -1):
@@ -482,7 +487,7 @@ def _temporal_sweeps(sk: SkeletonLike, solved: _Solved, problem: _Problem, confi
         tgt, src = torch.cat(targets), torch.cat(sources)
         if tgt.numel() == 0:
             break
-        trial = _solve(sk, q[src], problem.take(tgt), config)
+        trial = _solve(sk, q[src], problem.take(tgt), sweep_config)
         iterations.index_add_(0, tgt, trial.iterations)
         better = trial.cost < cost[tgt] * (1 - config.improvement) - 1e-15
         retry = torch.zeros(t, dtype=torch.bool)
