@@ -11,6 +11,9 @@ Choices, stated once:
 - Markers at exactly (0, 0, 0) are missing (NaN); OpenSim would fit them to the lab origin.
 - Frames with no weighted marker at all are flagged with a warning and their coordinates
   interpolated in time from the solved frames.
+- Coupled coordinates are always exact (the Skeleton computes them), as OpenSim does with the
+  default ``constraint_weight`` Inf; a finite weight in the setup is not modelled. The setup's
+  ``accuracy`` is not used either: refinement converges well past OpenSim's 1e-6 answers.
 """
 from __future__ import annotations
 
