@@ -124,3 +124,25 @@ def test_mediapipe_finds_the_rendered_person_near_its_projected_joints(anny, tmp
     # (and the body model's joint centres are not BlazePose's). A left/right swap would be ~30+ px.
     assert np.nanmedian(err) < 10.0
     assert np.nanpercentile(err, 90) < 25.0
+
+
+def test_sit_to_stand_stool_carries_the_seated_body_and_stays_clear_when_standing(anny) -> None:
+    from opensim_biopose.render.motions import motion_pose, sample_adult_shapes
+    from opensim_biopose.render.scene import pose_sequence
+
+    body, markers = anny
+    times = torch.linspace(0.0, 3.2, 9)
+    seq = pose_sequence(body, motion_pose("sit_to_stand", body, times), sample_adult_shapes(body, 1, seed=2)[0],
+                        markers)
+    (stool,) = seq.props
+    lo, hi = stool.positions.min(axis=0), stool.positions.max(axis=0)
+    assert lo[1] == 0.0 and 0.35 < hi[1] < 0.65                          # a seat at chair height
+
+    def depth_inside(v: np.ndarray) -> np.ndarray:
+        """How far each vertex is inside the box (m, <= 0 outside)."""
+        return np.minimum(v - lo, hi - v).min(axis=-1)
+
+    seated = depth_inside(seq.vertices[0])
+    assert seated.max() < 0.02                                             # sits on it, not in it
+    assert np.sort(seated)[-50:].min() > -0.01                             # ... and touches it
+    assert depth_inside(seq.vertices[4]).max() < 0.0                       # standing: clear of it
