@@ -339,7 +339,7 @@ def test_model_command_rejects_a_height_in_centimetres(tmp_path: Path) -> None:
 def test_demo_command_builds_loads_and_summarizes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from opensim_biopose.cli import demo_cmd
 
-    assert _cli(demo_cmd, ["--out", str(tmp_path / "demo")]) == 0
+    assert _cli(demo_cmd, ["--out", str(tmp_path / "demo"), "--model-only"]) == 0
     text = capsys.readouterr().out
     assert (tmp_path / "demo" / "biopose_fullbody.osim").is_file()
     assert (tmp_path / "demo" / "biopose_fullbody_ik_setup.xml").is_file()
