@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -134,12 +135,24 @@ def _solver_options(args: argparse.Namespace) -> dict:
     return dict(refine=bool(args.refine), init=args.init, weights=args.weights, train=not args.no_train)
 
 
+def _check_writable(path: Path) -> None:
+    """Fail before the solve, not after it, when the output folder cannot be written."""
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not os.access(folder, os.W_OK):
+        raise InputError(f"cannot write {path}: {folder} is not writable; choose another place with --out")
+
+
 def build_job(args: argparse.Namespace) -> IKJob:
     if args.setup is not None:
         if args.model is not None or args.markers is not None:
             raise InputError("give either --setup or --model/--markers, not both")
-        return _job_from_setup(args)
-    return _job_from_files(args)
+        job = _job_from_setup(args)
+    else:
+        job = _job_from_files(args)
+    _check_writable(job.out_mot)
+    return job
 
 
 # ---------------------------------------------------------------------------------------------
