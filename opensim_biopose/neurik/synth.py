@@ -58,6 +58,11 @@ class SynthConfig:
     offset_std: float = 0.009              # m per axis -> ~15 mm typical distance
     large_offset_prob: float = 0.1          # share of markers with a large offset ...
     large_offset_range: tuple[float, float] = (0.025, 0.08)  # ... of this length (m)
+    # Markers the IK setup weights less are trusted less: their offsets are scaled by
+    # (mean weight / weight) ** this, clipped to offset_scale_clip. The network then leans on
+    # the markers the experimenter trusts, as OpenSim IK does.
+    offset_weight_power: float = 0.5
+    offset_scale_clip: tuple[float, float] = (0.5, 3.0)
     noise_std_range: tuple[float, float] = (0.0005, 0.012)    # m, iid per frame (lab ... video)
     missing_marker_prob: float = 0.08       # mean share of markers absent for a whole window
     dropout_prob: float = 0.02              # per frame and marker
@@ -169,10 +174,11 @@ class SyntheticMotion:
     ``sample(batch, generator)`` is deterministic given the generator's state.
     """
 
-    def __init__(self, sk, layout: ModelLayout, cfg: SynthConfig) -> None:
+    def __init__(self, sk, layout: ModelLayout, cfg: SynthConfig, marker_weights: Tensor | None = None) -> None:
         self.sk = sk
         self.layout = layout
         self.cfg = cfg
+        self.offset_scale = self._offset_scale(marker_weights, len(layout.marker_names))
         self.dtype = torch.float32
         self.families = _families(layout.coordinate_names)
         n = layout.n_coordinates
@@ -202,6 +208,14 @@ class SyntheticMotion:
             raise ValueError(f"unknown synthetic patterns {sorted(unknown)}; known: {sorted(PATTERNS)}")
         self.pattern_names = names
         self.pattern_probs = torch.tensor([w for _, w in cfg.pattern_weights], dtype=torch.float64)
+
+    def _offset_scale(self, weights: Tensor | None, m: int) -> Tensor:
+        """(M, 1) factor on each marker's placement offset from its IK weight."""
+        if weights is None:
+            return torch.ones(m, 1)
+        w = torch.as_tensor(weights, dtype=torch.float32).clamp_min(1e-6)
+        lo, hi = self.cfg.offset_scale_clip
+        return ((w.mean() / w) ** self.cfg.offset_weight_power).clamp(lo, hi).unsqueeze(-1)
 
     # ---- coordinates -------------------------------------------------------------------
     def _smooth(self, b: int, t: Tensor, g: torch.Generator) -> Tensor:
@@ -260,7 +274,7 @@ class SyntheticMotion:
         lo, hi = c.large_offset_range
         length = lo + (hi - lo) * torch.rand(b, m, 1, generator=g)
         large = torch.rand(b, m, 1, generator=g) < c.large_offset_prob
-        return torch.where(large, direction * length, small)
+        return torch.where(large, direction * length, small) * self.offset_scale
 
     def _visibility(self, b: int, t: int, m: int, g: torch.Generator) -> Tensor:
         c = self.cfg

@@ -210,7 +210,7 @@ def train_neurik(sk, marker_names: Sequence[str], marker_weights: Sequence[float
     torch.manual_seed(train_cfg.seed)
     net = build_neurik(cfg)
     g = torch.Generator().manual_seed(train_cfg.seed)
-    synth = SyntheticMotion(sk32, layout, train_cfg.synth)
+    synth = SyntheticMotion(sk32, layout, train_cfg.synth, marker_weights=torch.tensor(weights))
     opt = torch.optim.AdamW(net.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
     step, seconds = _resume(out_path, net, opt, g, sk, cfg) if resume else (0, 0.0)
     bar = None
