@@ -119,3 +119,17 @@ def test_kabsch_recovers_a_rigid_pose():
 def test_6d_rotation_round_trip():
     r = yaw_matrix(torch.tensor(0.7)) @ torch.linalg.matrix_exp(torch.tensor([[0, -0.3, 0.2], [0.3, 0, -0.1], [-0.2, 0.1, 0]]))
     assert torch.allclose(rotation_6d_to_matrix(matrix_to_rotation_6d(r)), r, atol=1e-6)
+
+
+def test_low_weight_markers_get_larger_offsets(gait_sk):
+    names = list(gait_sk.marker_names)
+    layout = build_layout(gait_sk, names)
+    weights = torch.ones(len(names))
+    weights[: len(names) // 2] = 10.0
+    synth = SyntheticMotion(gait_sk, layout, SynthConfig(noise_std_range=(0.0, 0.0), large_offset_prob=0.0,
+                                                         missing_marker_prob=0.0, dropout_prob=0.0,
+                                                         missing_frame_prob=0.0), marker_weights=weights)
+    batch = synth.sample(32, torch.Generator().manual_seed(3))
+    dist = (batch.markers - batch.clean_markers).norm(dim=-1)
+    trusted, loose = dist[..., : len(names) // 2].median().item(), dist[..., len(names) // 2:].median().item()
+    assert loose > 2.0 * trusted, (trusted, loose)
