@@ -195,3 +195,14 @@ def test_malformed_sequence_and_camera_are_input_errors(quick_fitter) -> None:
     # without metadata the focal length comes from the image size (~58 deg across the long side)
     cam = PinholeCamera.for_image(1080, 1920)
     assert cam.cx == 540 and cam.cy == 960 and 55 < 2 * np.degrees(np.arctan(960 / cam.focal_px)) < 62
+
+
+@pytest.mark.slow
+def test_pitched_camera_vertical_is_recovered(fitter) -> None:
+    """A camera looking 20 deg down: the fitted ground's Y axis is the true vertical."""
+    trial = make_trial(fitter.body, BLAZEPOSE33, torch.tensor(NEUTRAL), frames=16, heading_deg=40.0,
+                       pitch_deg=20.0, world=True)
+    fit = fitter.fit(trial.keypoints)
+    up_fit = torch.tensor(fit.ground_from_camera).T @ torch.tensor([0.0, 1.0, 0.0])
+    error_deg = float(torch.rad2deg(torch.acos((up_fit @ trial.up_camera).clamp(-1, 1))))
+    assert error_deg < 4.0, f"vertical off by {error_deg:.1f} deg"

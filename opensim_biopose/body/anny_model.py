@@ -52,10 +52,15 @@ _LIMITS: dict[str, PoseLimit] = {
     "wrist": PoseLimit((-80, -80, -80), (80, 80, 80)),
 }
 
-# Relative stiffness of the L2 pose prior: the trunk and the distal segments move less than
-# the limbs' proximal joints, and the detector sees them worst.
-_PRIOR_WEIGHTS: dict[str, float] = {
-    "spine04": 3.0, "spine02": 3.0, "neck01": 2.0, "head": 2.0, "wrist": 2.0, "foot": 2.0,
+# Relative stiffness of the L2 pose prior per axis (X flexion, Y ab/adduction, Z axial): the
+# trunk and the distal segments move less than the limbs' proximal joints and the detector sees
+# them worst; legs move mostly in flexion (the knee is nearly a hinge), so the prior prefers
+# flexion over ab/adduction and axial rotation, which otherwise absorb a monocular view's
+# depth ambiguity (a foreshortened leg seen from behind).
+_PRIOR_WEIGHTS: dict[str, tuple[float, float, float]] = {
+    "spine04": (3.0, 3.0, 3.0), "spine02": (3.0, 3.0, 3.0), "neck01": (2.0, 2.0, 2.0),
+    "head": (2.0, 2.0, 2.0), "wrist": (2.0, 2.0, 2.0),
+    "upperleg": (1.0, 4.0, 4.0), "lowerleg": (1.0, 10.0, 10.0), "foot": (2.0, 4.0, 4.0),
 }
 
 # Phenotypes in the order Anny exposes them, with sensible ranges. ``height`` stays in
@@ -150,7 +155,7 @@ class AnnyBody(BodyModel):
         return {b: _LIMITS[_bone_kind(b)] for b in POSE_BONES if _bone_kind(b) in _LIMITS}
 
     def pose_prior_weights(self) -> torch.Tensor:
-        return torch.tensor([_PRIOR_WEIGHTS.get(_bone_kind(b), 1.0) for b in POSE_BONES])
+        return torch.tensor([_PRIOR_WEIGHTS.get(_bone_kind(b), (1.0, 1.0, 1.0)) for b in POSE_BONES])
 
     def forward(self, pose: torch.Tensor, shape: torch.Tensor, transl: torch.Tensor | None = None,
                 vertex_ids: torch.Tensor | None = None) -> BodyOutput:

@@ -215,8 +215,8 @@ class BodyModel(abc.ABC):
         return {}
 
     def pose_prior_weights(self) -> torch.Tensor:
-        """(P,) relative stiffness of each pose joint for the L2 pose prior (1 = default)."""
-        return torch.ones(len(self.pose_joint_names))
+        """(P, 3) relative stiffness of each pose joint and axis for the L2 pose prior (1 = default)."""
+        return torch.ones(len(self.pose_joint_names), 3)
 
     def zero_pose(self, batch: int) -> torch.Tensor:
         """(batch, P, 3) rest pose."""

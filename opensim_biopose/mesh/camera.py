@@ -58,13 +58,26 @@ def project(points: torch.Tensor, camera: PinholeCamera, min_depth: float = 0.05
                         camera.focal_px * uv[..., 1] + camera.cy], dim=-1)
 
 
-def ground_from_camera(facing_camera: torch.Tensor) -> torch.Tensor:
-    """(3, 3) rotation taking camera-frame vectors to OpenSim ground, level camera assumed.
+def camera_from_level(pitch: torch.Tensor, roll: torch.Tensor) -> torch.Tensor:
+    """(3, 3) rotation from a level camera's frame to a camera pitched (about its x axis, positive
+    looks down) and rolled (about its optical axis) by the given angles, radians."""
+    cp, sp, cr, sr = torch.cos(pitch), torch.sin(pitch), torch.cos(roll), torch.sin(roll)
+    one, zero = torch.ones_like(pitch), torch.zeros_like(pitch)
+    rx = torch.stack([one, zero, zero, zero, cp, -sp, zero, sp, cp]).reshape(3, 3)
+    rz = torch.stack([cr, -sr, zero, sr, cr, zero, zero, zero, one]).reshape(3, 3)
+    return rz @ rx
+
+
+def ground_from_camera(facing_camera: torch.Tensor, tilt: torch.Tensor | None = None) -> torch.Tensor:
+    """(3, 3) rotation taking camera-frame vectors to OpenSim ground.
 
     ``facing_camera``: (3,) the subject's anterior direction in the camera frame (first frame);
-    the result turns it to ground +X (its vertical part is ignored), Y up = -camera y.
+    the result turns it to ground +X (its vertical part is ignored). ``tilt``: (3, 3) the camera's
+    pitch/roll (:func:`camera_from_level`); None: a level camera, ground Y up = -camera y.
     """
     c = torch.tensor(CAMERA_FROM_GROUND, dtype=facing_camera.dtype)
+    if tilt is not None:
+        c = tilt @ c
     f = c.T @ facing_camera
     yaw = torch.atan2(-f[2], f[0])          # f = (cos yaw, ., -sin yaw) in the xz-plane
     return rotation_about_y(-yaw) @ c.T

@@ -28,7 +28,11 @@ from opensim_biopose.body.rotations import axis_angle_to_matrix
 from opensim_biopose.detect.types import KeypointSequence
 from opensim_biopose.errors import InputError
 from opensim_biopose.mesh.base import FitQuality, MeshBackend, MeshFit
-from opensim_biopose.mesh.camera import CAMERA_FROM_GROUND, PinholeCamera, ground_from_camera, project
+from opensim_biopose.mesh.camera import (CAMERA_FROM_GROUND, PinholeCamera, camera_from_level, ground_from_camera,
+                                         project)
+
+# Keypoints that touch the floor (by name suffix) for the floor-contact term.
+FOOT_SUFFIXES = ("_heel", "_foot_index", "_big_toe", "_small_toe", "_ankle")
 
 # Keypoints without which the torso cannot be placed.
 CORE_KEYPOINTS = ("left_shoulder", "right_shoulder", "left_hip", "right_hip")
@@ -64,9 +68,14 @@ class KeypointFitConfig:
     # (it equals 5 cm per frame^2 at 30 fps, where the weight was tuned).
     smooth_accel_mps2: float = 45.0
     weight_smooth: float = 0.2
-    # People stand roughly upright and the camera is taken as level: penalise sin^2 of the
-    # body's tilt from the camera's vertical (it removes the lean-towards-the-camera ambiguity).
+    # People stand roughly upright: penalise sin^2 of the body's tilt from the vertical (it
+    # removes the lean-towards-the-camera ambiguity). The vertical is the camera's, turned by one
+    # pitch and roll for the whole video, which are fitted (phone and tripod cameras look down).
     weight_upright: float = 1.0
+    estimate_camera_tilt: bool = True
+    # Feet touch the floor: each frame's lowest foot keypoint lies on one ground plane (robust
+    # scale robust_3d_m, so flight phases of running cost little). It pins the camera pitch.
+    weight_floor: float = 0.5
     # Strong enough that limb proportions do not absorb depth ambiguities of a monocular view.
     weight_shape: float = 0.5
     # A frame whose mean residual exceeds 5% of the body size, or a joint 15 deg beyond its
@@ -339,11 +348,22 @@ class KeypointFit(MeshBackend):
         transl = transl0.clone().requires_grad_(True)
         shape_raw = self._shape_raw(body.neutral_shape)[None].clone().requires_grad_(True)
         log_scale = torch.zeros((), requires_grad=True)
+        tilt = torch.zeros(2, requires_grad=True)                                   # camera pitch, roll (rad)
+        floor = torch.zeros((), requires_grad=True)                                 # ground height along up (m)
+        feet = [i for i, n in enumerate(obs.names) if n.endswith(FOOT_SUFFIXES)]
         hips = (obs.names.index("left_hip"), obs.names.index("right_hip"))
-        prior_w = body.pose_prior_weights()[None, :, None]
+        prior_w = body.pose_prior_weights()[None]                             # (1, P, 3)
         lo, hi = body.shape_bounds
         neutral_u = (body.neutral_shape - lo) / (hi - lo)
         params = [pose, rot, transl, shape_raw] + ([log_scale] if obs.world is not None else [])
+        if cfg.estimate_camera_tilt:
+            params.append(tilt)
+        if feet and cfg.weight_floor > 0:
+            params.append(floor)
+        with torch.no_grad():      # start the floor at the rest pose's feet
+            pts0 = self._keypoints_camera(regressor, interp, pose, rot, transl, self._shape(shape_raw), vertex_ids)
+            if feet:
+                floor.fill_(float((pts0[:, feet] @ self._up(tilt)).amin(dim=1).median()))
 
         def objective() -> torch.Tensor:
             shape = self._shape(shape_raw)
@@ -354,12 +374,16 @@ class KeypointFit(MeshBackend):
             loss = loss + cfg.weight_pose * (prior_w * pose ** 2).sum((1, 2)).mean()
             loss = loss + cfg.weight_limits * (limit_excess(pose, self._lower, self._upper) ** 2).sum((1, 2)).mean()
             loss = loss + cfg.weight_smooth * smoothness_cost(pts, fps, cfg)
-            loss = loss + cfg.weight_upright * self._tilt_cost(rot)
+            up = self._up(tilt)
+            loss = loss + cfg.weight_upright * self._tilt_cost(rot, up)
+            if feet and cfg.weight_floor > 0:
+                lowest = -torch.logsumexp(-(pts[:, feet] @ up) / 0.01, dim=1) * 0.01   # soft minimum (m)
+                loss = loss + cfg.weight_floor * pseudo_huber(lowest - floor, cfg.robust_3d_m).mean()
             u = (shape - lo) / (hi - lo)
             return loss + cfg.weight_shape * ((u - neutral_u) ** 2).sum()
 
         OPTIMIZERS[cfg.optimizer](params, objective, cfg)
-        return {"pose": pose.detach(), "rot": rot.detach(), "transl": transl.detach(),
+        return {"pose": pose.detach(), "rot": rot.detach(), "transl": transl.detach(), "tilt": tilt.detach(),
                 "shape": self._shape(shape_raw).detach()[0]}
 
     def _keypoints_camera(self, regressor: VertexRegressor, interp: torch.Tensor, pose: torch.Tensor,
@@ -371,11 +395,16 @@ class KeypointFit(MeshBackend):
         verts = self.body(pose_all, shape, vertex_ids=vertex_ids).vertices
         return self._camera_points(regressor.positions(verts), rot_all, transl_all)
 
-    def _tilt_cost(self, rot: torch.Tensor) -> torch.Tensor:
-        """Mean sin^2 of the angle between the body's up axis and the camera's up (-y)."""
+    @staticmethod
+    def _up(tilt: torch.Tensor) -> torch.Tensor:
+        """(3,) the ground's up direction in the camera frame for a camera pitch/roll ``tilt`` (2,)."""
+        return camera_from_level(tilt[0], tilt[1]) @ torch.tensor([0.0, -1.0, 0.0])
+
+    def _tilt_cost(self, rot: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+        """Mean sin^2 of the angle between the body's up axis and the ground's up (camera frame)."""
         up_body = self.body.frame.matrix().T @ torch.tensor([0.0, 1.0, 0.0])
-        up_cam = (axis_angle_to_matrix(rot) @ self._canonical) @ up_body          # (Tv, 3)
-        return (up_cam[:, 0] ** 2 + up_cam[:, 2] ** 2).mean()
+        body_up = (axis_angle_to_matrix(rot) @ self._canonical) @ up_body          # (Tv, 3)
+        return torch.linalg.cross(body_up, up.expand_as(body_up)).pow(2).sum(-1).mean()
 
     # ----------------------------------------------------------------------------- outputs
     def _finish(self, keypoints: KeypointSequence, regressor: VertexRegressor, obs: Observations,
@@ -392,7 +421,8 @@ class KeypointFit(MeshBackend):
                 verts_cam.append(v)
             vertices = torch.cat(verts_cam)
             kps_cam = regressor.positions(vertices)
-            rotation, offset = self._ground_transform(vertices, rot_all, transl_all, obs.valid)
+            tilt = camera_from_level(params["tilt"][0], params["tilt"][1])
+            rotation, offset = self._ground_transform(vertices, rot_all, transl_all, obs.valid, tilt)
             vertices_ground = vertices @ rotation.T + offset
             markers = self.marker_set.positions(vertices_ground)
             quality = self._quality(project(kps_cam, camera), obs, pose_all)
@@ -407,13 +437,13 @@ class KeypointFit(MeshBackend):
         )
 
     def _ground_transform(self, vertices: torch.Tensor, rot: torch.Tensor, transl: torch.Tensor,
-                          valid: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """Level-camera ground: +X the subject's heading at the first fitted frame, floor at Y=0,
-        origin under the body origin at that frame."""
+                          valid: np.ndarray, tilt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Ground: Y up along the fitted camera tilt, +X the subject's heading at the first fitted
+        frame, floor at Y=0, origin under the body origin at that frame."""
         first = int(np.flatnonzero(valid)[0])
         anterior_body = self.body.frame.matrix().T @ torch.tensor([1.0, 0.0, 0.0])
         facing = axis_angle_to_matrix(rot[first]) @ self._canonical @ anterior_body
-        rotation = ground_from_camera(facing)
+        rotation = ground_from_camera(facing, tilt)
         ground = vertices @ rotation.T
         floor = torch.quantile(ground[..., 1].amin(dim=1), 0.05)       # robust lowest point
         start = rotation @ transl[first]

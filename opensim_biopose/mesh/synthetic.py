@@ -13,7 +13,7 @@ import torch
 from opensim_biopose.body.base import BodyModel
 from opensim_biopose.body.rotations import axis_angle_to_matrix
 from opensim_biopose.detect.types import KeypointLayout, KeypointSequence
-from opensim_biopose.mesh.camera import CAMERA_FROM_GROUND, PinholeCamera, project
+from opensim_biopose.mesh.camera import CAMERA_FROM_GROUND, PinholeCamera, camera_from_level, project
 
 # Motion roles -> pose joint names per body model family. Both Anny and SMPL have +X to the
 # subject's left, so a rotation about X means the same in both: negative swings a downward
@@ -40,6 +40,7 @@ class SyntheticTrial:
     pose: torch.Tensor
     shape: torch.Tensor
     camera: PinholeCamera
+    up_camera: torch.Tensor         # (3,) the true vertical in the camera frame
 
 
 def gait_pose(body: BodyModel, times: torch.Tensor, cadence_hz: float = 0.9) -> torch.Tensor:
@@ -68,8 +69,9 @@ def make_trial(body: BodyModel, layout: KeypointLayout, shape: torch.Tensor, *, 
                distance_m: float = 4.5, noise_px: float = 4.0, world: bool = False,
                world_scale: float = 1.07, world_jitter_m: float = 0.02,
                image_size: tuple[int, int] = (1920, 1080), focal_px: float = 1500.0,
-               seed: int = 0) -> SyntheticTrial:
+               pitch_deg: float = 0.0, seed: int = 0) -> SyntheticTrial:
     """Render a trial. ``heading_deg``: 0 faces the camera, 90 shows the subject's left side.
+    ``pitch_deg``: the camera looks down by this much (raised to keep the subject in view).
 
     2D noise is Gaussian with ``noise_px`` standard deviation; the 3D landmarks (``world``)
     are hip-centred, ``world_scale`` times too large and jittered uniformly by +-``world_jitter_m``.
@@ -85,9 +87,11 @@ def make_trial(body: BodyModel, layout: KeypointLayout, shape: torch.Tensor, *, 
     canonical = torch.tensor(CAMERA_FROM_GROUND) @ body.frame.matrix()
     heading = torch.deg2rad(heading_deg + turn_deg_s * times)
     rot = axis_angle_to_matrix(heading[:, None] * torch.tensor([0.0, -1.0, 0.0])) @ canonical   # (T, 3, 3)
-    transl = torch.stack([-0.6 + 0.9 * times, torch.full_like(times, 0.1), distance_m + 0.3 * times], dim=1)
+    raise_m = distance_m * math.tan(math.radians(pitch_deg))
+    transl = torch.stack([-0.6 + 0.9 * times, torch.full_like(times, 0.1 + raise_m), distance_m + 0.3 * times], dim=1)
+    tilt = camera_from_level(torch.tensor(math.radians(pitch_deg)), torch.tensor(0.0))
     with torch.no_grad():
-        verts = body(pose, shape[None]).vertices @ rot.transpose(1, 2) + transl[:, None]
+        verts = (body(pose, shape[None]).vertices @ rot.transpose(1, 2) + transl[:, None]) @ tilt.T
         kps = reg.positions(verts)
         px = project(kps, camera) + noise_px * torch.randn(kps.shape[:2] + (2,), generator=gen)
     t, k = frames, len(names)
@@ -105,7 +109,7 @@ def make_trial(body: BodyModel, layout: KeypointLayout, shape: torch.Tensor, *, 
     seq = KeypointSequence(layout=layout, times=times.numpy().astype(np.float64), xy=xy, confidence=conf,
                            detected=np.ones(t, dtype=bool), image_size=image_size, fps=fps,
                            world_xyz=world_xyz, focal_length_px=focal_px)
-    return SyntheticTrial(seq, verts, kps, pose, shape, camera)
+    return SyntheticTrial(seq, verts, kps, pose, shape, camera, tilt @ torch.tensor([0.0, -1.0, 0.0]))
 
 
 def vertex_errors(pred: torch.Tensor, truth: torch.Tensor) -> dict[str, float]:
