@@ -9,7 +9,9 @@ exactly SMPL's own pose parameters. Shape parameters are the first ``num_betas``
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 import json
 import logging
 import os
@@ -108,8 +110,9 @@ class SmplBody(BodyModel):
         path = resolve_model_file(config)
         try:
             cls = {"smpl": smplx.SMPL, "smplh": smplx.SMPLH, "smplx": smplx.SMPLX}[config.model_type]
-            module = cls(model_path=str(path), gender=config.gender, num_betas=config.num_betas,
-                         use_pca=False, ext=path.suffix.lstrip("."))
+            with contextlib.redirect_stdout(io.StringIO()):      # smplx prints notes on stdout
+                module = cls(model_path=str(path), gender=config.gender, num_betas=config.num_betas,
+                             use_pca=False, ext=path.suffix.lstrip("."))
         except Exception as exc:  # smplx's loaders raise anything from pickle/zip/numpy on a bad file
             raise InputError(f"{path} is not a readable {config.model_type.upper()} model file: {exc}") from exc
         self._module = module.eval()
