@@ -65,9 +65,12 @@ class RefineConfig:
     # Frames are solved independently, so one can settle in another local minimum than its
     # neighbours (seen from the default pose on Rajagopal's lumbar/arm coordinates). Doubtful
     # frames are re-solved from a neighbour's answer, up to this many sweeps; 0 turns it off.
-    temporal_sweeps: int = 50
+    temporal_sweeps: int = 200
     # A frame is doubtful when not converged or its objective exceeds a neighbour's by 10 %.
     neighbour_cost_ratio: float = 1.1
+    # A rotational coordinate moving more than this (rad) between frames marks a doubtful frame:
+    # 45 deg/frame is beyond any human motion at 25 Hz and above.
+    max_jump: float = 0.785
     # Step limit of a frame's re-solve from a neighbour's answer.
     sweep_max_iters: int = 30
     # A neighbour's start must lower the objective by this fraction to be taken.
@@ -464,16 +467,66 @@ def _suspicious(solved: _Solved, ratio: float) -> torch.Tensor:
     return ~solved.converged | (cost > ratio * neighbour + 1e-12)
 
 
-def _temporal_sweeps(sk: SkeletonLike, solved: _Solved, problem: _Problem, config: RefineConfig) -> _Solved:
-    """Re-solve doubtful frames from a neighbouring frame's answer; keep what lowers the objective.
+def _wrapped(d: torch.Tensor) -> torch.Tensor:
+    """|angle difference| wrapped to [0, pi]."""
+    d = torch.remainder(d.abs(), 2 * torch.pi)
+    return torch.minimum(d, 2 * torch.pi - d)
 
-    Batched stand-in for OpenSim's frame-to-frame warm start: a better minimum spreads one frame
-    per sweep into a run of frames stuck elsewhere. Only frames next to a change are retried.
+
+def _jumps(q: torch.Tensor, rotational: torch.Tensor, limit: float) -> torch.Tensor:
+    """(T,) frames next to a jump of a rotational coordinate larger than ``limit`` (rad)."""
+    step = _wrapped(q[1:, rotational] - q[:-1, rotational]).amax(dim=1) if rotational.any() else q.new_zeros(q.shape[0] - 1)
+    big = step > limit
+    out = torch.zeros(q.shape[0], dtype=torch.bool)
+    out[1:] |= big
+    out[:-1] |= big
+    return out
+
+
+def _preferred(
+    cost_new: torch.Tensor, cost_old: torch.Tensor, q_new: torch.Tensor, q_old: torch.Tensor,
+    anatomy: _Anatomy, config: RefineConfig,
+) -> torch.Tensor:
+    """(N,) take the new answer: a lower objective, or the same objective nearer the default pose.
+
+    Equal objectives happen when Euler angles have two sets for one pose (tilt + 180 deg, ...);
+    the set nearer the model's default pose is the anatomical one, and the rule is a total order,
+    so frames cannot swap back and forth.
+    """
+    lower = cost_new < cost_old * (1 - config.improvement) - 1e-15
+    same = (cost_new - cost_old).abs() <= config.improvement * cost_old + 1e-15
+
+    def distance(q: torch.Tensor) -> torch.Tensor:
+        return _wrapped(q[:, anatomy.rotational] - anatomy.default[anatomy.rotational]).square().sum(dim=1)
+
+    # A different Euler set differs by ~pi somewhere; 0.1 rad^2 ignores two runs to one minimum.
+    nearer = distance(q_new) < distance(q_old) - 0.1
+    return lower | (same & nearer)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Anatomy:
+    """rotational: (n,) bool, free rotational coordinates; default: (n,) the model's default pose."""
+
+    rotational: torch.Tensor
+    default: torch.Tensor
+
+
+def _temporal_sweeps(sk: SkeletonLike, solved: _Solved, problem: _Problem, config: RefineConfig) -> _Solved:
+    """Re-solve doubtful frames from a neighbouring frame's answer; keep what is preferred.
+
+    Batched stand-in for OpenSim's frame-to-frame warm start: a better minimum (or a more
+    anatomical Euler set of the same pose) spreads one frame per sweep into a run of frames
+    stuck elsewhere. Doubtful: not converged, an objective above a neighbour's, or a jump of
+    more than ``max_jump`` to a neighbour. Only frames next to a change are retried.
     """
     q, cost = solved.q.clone(), solved.cost.clone()
     iterations, converged = solved.iterations.clone(), solved.converged.clone()
     t = q.shape[0]
-    retry = _suspicious(solved, config.neighbour_cost_ratio)
+    free = torch.zeros(q.shape[1], dtype=torch.bool)
+    free[problem.free] = True
+    anatomy = _Anatomy(sk.coordinate_is_rotational.bool().cpu() & free, sk.coordinate_defaults.detach().cpu().double())
+    retry = _suspicious(solved, config.neighbour_cost_ratio) | _jumps(q, anatomy.rotational, config.max_jump)
     # A neighbour's answer is a close start: a candidate that needs many more steps is rarely
     # the better minimum, and bounding it keeps the small sweep batches cheap.
     sweep_config = dataclasses.replace(config, max_iters=min(config.max_iters, config.sweep_max_iters))
@@ -489,14 +542,15 @@ def _temporal_sweeps(sk: SkeletonLike, solved: _Solved, problem: _Problem, confi
             break
         trial = _solve(sk, q[src], problem.take(tgt), sweep_config)
         iterations.index_add_(0, tgt, trial.iterations)
-        better = trial.cost < cost[tgt] * (1 - config.improvement) - 1e-15
         retry = torch.zeros(t, dtype=torch.bool)
-        for i in torch.nonzero(better).flatten().tolist():  # two candidates may share a target
+        changed = False
+        for i in range(tgt.numel()):  # two candidates may share a target: compare one by one
             j = int(tgt[i])
-            if trial.cost[i] < cost[j] * (1 - config.improvement) - 1e-15:
+            if bool(_preferred(trial.cost[i:i + 1], cost[j:j + 1], trial.q[i:i + 1], q[j:j + 1], anatomy, config)):
                 q[j], cost[j], converged[j] = trial.q[i], trial.cost[i], trial.converged[i]
                 retry[max(j - 1, 0)] = retry[min(j + 1, t - 1)] = True
-        if not better.any():
+                changed = True
+        if not changed:
             break
     return _Solved(q, iterations, converged, cost)
 
