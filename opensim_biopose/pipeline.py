@@ -399,10 +399,12 @@ class Solved:
 
 
 def fit_scaled_model(model: ModelPair, factors: ScaleFactors, markers: SubjectMarkers, q0: np.ndarray,
-                     config: PipelineConfig, work: Path) -> Solved:
+                     config: PipelineConfig, work: Path, *, from_default: bool = False) -> Solved:
     """Scale the generic model, pose it on the subject's markers, register markers, re-solve.
 
     ``q0`` (T, n) start (NeurIK or the default pose) on coordinates shared with the scaled model.
+    ``from_default``: q0 is the default pose, so the registration frames' poses, interpolated in
+    time, are a better start for every other frame.
     """
     from opensim_biopose.kinematics import Skeleton
     from opensim_biopose.neurik.refine import align_markers, marker_errors, refine
@@ -412,21 +414,35 @@ def fit_scaled_model(model: ModelPair, factors: ScaleFactors, markers: SubjectMa
                                 preserve_mass_distribution=config.scaling.preserve_mass_distribution,
                                 name=f"{model.skeleton.model_name}_scaled")
     sk = Skeleton.from_osim(scaled, dtype=torch.float64)
-    xyz, w, _ = align_markers(sk, markers.names, markers.xyz, model.weights)
-    q = torch.as_tensor(q0, dtype=torch.float64)
-    if refine_on:
-        q = refine(sk, xyz, w, q).q
+    q = torch.tensor(q0, dtype=torch.float64)
     if config.scaling.register_markers:
-        moved = register_markers(sk, q.numpy(), markers.names, markers.xyz)
+        rows = _spread(len(q), config.scaling.registration_frames)
+        xyz, w, _ = align_markers(sk, markers.names, markers.xyz[rows], model.weights)
+        q_rows = refine(sk, xyz, w, q[rows]).q if refine_on else q[rows]
+        moved = register_markers(sk, q_rows.numpy(), markers.names, markers.xyz[rows])
         scaled = write_scaled_model(model.path, work / "scaled.osim", factors, mass_kg=config.subject.mass_kg,
                                     markers=moved, preserve_mass_distribution=config.scaling.preserve_mass_distribution,
                                     name=f"{model.skeleton.model_name}_scaled")
         sk = Skeleton.from_osim(scaled, dtype=torch.float64)
-        xyz, w, _ = align_markers(sk, markers.names, markers.xyz, model.weights)
-        if refine_on:
-            q = refine(sk, xyz, w, q).q
+        if refine_on and from_default:
+            q = torch.from_numpy(_interpolate_rows(np.arange(len(q), dtype=np.float64), rows, q_rows.numpy()))
+        elif refine_on:
+            q[rows] = q_rows         # the registration poses are the better start for those frames
+    xyz, w, _ = align_markers(sk, markers.names, markers.xyz, model.weights)
+    if refine_on:
+        q = refine(sk, xyz, w, q).q
     _, rms, mx, q_full = marker_errors(sk, q, torch.from_numpy(xyz), torch.from_numpy(w))
     return Solved(q_full.numpy(), rms.numpy(), mx.numpy(), scaled.read_text())
+
+
+def _interpolate_rows(axis: np.ndarray, rows: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """(T, n): ``values`` (R, n) given at ``rows``, linearly interpolated (held at the ends)."""
+    return np.stack([np.interp(axis, axis[rows], values[:, j]) for j in range(values.shape[1])], axis=1)
+
+
+def _spread(total: int, count: int) -> np.ndarray:
+    """At most ``count`` evenly spaced indices of ``range(total)``."""
+    return np.unique(np.linspace(0, total - 1, min(total, max(count, 1))).round().astype(int))
 
 
 def frame_quality(keypoints: KeypointSequence, fit: MeshFit, solved: Solved) -> FrameQuality:
@@ -497,7 +513,7 @@ def run_pipeline(video: str | os.PathLike[str], config: PipelineConfig = Pipelin
     with tempfile.TemporaryDirectory(prefix="biopose_") as work, \
             clock.stage("refine", "scaled model: " + ("refinement + marker registration" if config.solver.refine
                                                       else "marker registration")):
-        solved = fit_scaled_model(model, factors, markers, q0, config, Path(work))
+        solved = fit_scaled_model(model, factors, markers, q0, config, Path(work), from_default=how != "NeurIK")
     if config.solver.refine and how == "NeurIK":
         how = "NeurIK + refinement"
     timings = StageTimings(detect_s=clock.seconds["detect"], detector_s=front.detector_s, mesh_s=clock.seconds["mesh"],

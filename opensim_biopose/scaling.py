@@ -81,6 +81,9 @@ class ScalingConfig:
     measurements: tuple[Measurement, ...] | None = None
     # Move the model's markers onto the subject's (MarkerPlacer); off keeps them where scaling put them.
     register_markers: bool = True
+    # Frames (evenly spaced) posed to register markers: a median over 30 poses is already stable,
+    # and posing every frame of a long video twice would double the refinement time.
+    registration_frames: int = 30
     # Keep each body's share of the total mass when a subject mass is given (ScaleTool default).
     preserve_mass_distribution: bool = True
     # Bodies without a measurement get the median factor of the measured ones (a subject that is
