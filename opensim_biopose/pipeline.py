@@ -25,7 +25,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -351,9 +351,15 @@ def _stature_from_markers(sk) -> float:
     return float((y.max() - y.min()) / 0.93)
 
 
-def subject_markers(fit: MeshFit, model: ModelPair, config: SubjectConfig, factors_hint: Callable[[SubjectMarkers], float]
-                    ) -> SubjectMarkers:
-    """Rename virtual markers to the model's names; rescale them to a known stature."""
+def estimated_stature(model: ModelPair, markers: SubjectMarkers, config: ScalingConfig) -> float:
+    """The subject's stature (m) implied by the markers: the model's stature x the overall scale factor."""
+    return model.stature_m * measure_scale_factors(model.skeleton, markers.names, markers.xyz, config).overall
+
+
+def subject_markers(fit: MeshFit, model: ModelPair, config: SubjectConfig,
+                    scaling: ScalingConfig = ScalingConfig()) -> SubjectMarkers:
+    """Rename virtual markers to the model's names; rescale them about the ground origin (on the
+    floor under the body) to a known stature."""
     names = tuple(config.marker_map.get(n, n) for n in fit.marker_names)
     known = set(model.skeleton.marker_names)
     if not known & set(names):
@@ -363,7 +369,7 @@ def subject_markers(fit: MeshFit, model: ModelPair, config: SubjectConfig, facto
     markers = SubjectMarkers(names, fit.markers.astype(np.float64), 1.0)
     if config.height_m is None:
         return markers
-    k = config.height_m / factors_hint(markers)
+    k = config.height_m / estimated_stature(model, markers, scaling)
     log.info("rescaling virtual markers by %.3f for a stature of %.2f m", k, config.height_m)
     return SubjectMarkers(names, markers.xyz * k, k)
 
@@ -501,9 +507,7 @@ def run_pipeline(video: str | os.PathLike[str], config: PipelineConfig = Pipelin
         fit = run_mesh(keypoints, config.mesh)
     times = np.asarray(fit.times, np.float64)
     with clock.stage("scale", f"scaling {model.path.name} to the subject"):
-        markers = subject_markers(fit, model, config.subject,
-                                  lambda m: model.stature_m * measure_scale_factors(
-                                      model.skeleton, m.names, m.xyz, config.scaling).overall)
+        markers = subject_markers(fit, model, config.subject, config.scaling)
         factors = measure_scale_factors(model.skeleton, markers.names, markers.xyz, config.scaling)
     with clock.stage("neurik", "NeurIK on the generic model"):
         q0, how = solve_neurik(model, markers, times, config.solver)

@@ -142,3 +142,55 @@ def test_report_is_self_contained_with_decodable_images(run_result):
         assert image is not None and image.shape[0] > 100 and image.shape[1] > 100, alt
         assert image.std() > 5, f"image {alt!r} is blank"
     assert all(any(d in result.coordinate_names for d in (a + "_r",)) for a in ARM_DOFS)
+
+
+def test_height_rescales_the_markers_to_that_stature(run_result):
+    """With --height the subject's head markers sit where a person of that height has them."""
+    from opensim_biopose.pipeline import SubjectConfig, estimated_stature, load_generic_model, subject_markers
+
+    result, _, _ = run_result
+    model = load_generic_model(SubjectConfig())
+    for height in (1.60, 1.90):
+        markers = subject_markers(result.mesh, model, SubjectConfig(height_m=height))
+        assert estimated_stature(model, markers, result.config.scaling) == pytest.approx(height, rel=1e-6)
+        head = [markers.names.index(n) for n in ("RFHD", "LFHD", "RBHD", "LBHD")]
+        floor = np.nanpercentile(markers.xyz[..., 1], 1)
+        # Head markers (around the temples) sit at ~88-96% of stature when standing or walking.
+        ratio = (np.nanmedian(markers.xyz[:, head, 1]) - floor) / height
+        assert 0.85 < ratio < 0.98, ratio
+
+
+def test_neurik_start_then_refinement_on_the_scaled_model(run_result, tmp_path):
+    """The NeurIK path with a 2-step (poor) checkpoint: refinement on the scaled model repairs its start."""
+    import dataclasses
+
+    from opensim_biopose import neurik
+    from opensim_biopose.pipeline import (
+        SubjectConfig,
+        fit_scaled_model,
+        load_generic_model,
+        solve_neurik,
+        subject_markers,
+    )
+    from opensim_biopose.scaling import measure_scale_factors
+
+    result, _, _ = run_result
+    model = load_generic_model(SubjectConfig())
+    names = list(model.skeleton.marker_names)
+    ckpt = tmp_path / "tiny.safetensors"
+    neurik.train_neurik(model.skeleton, names, [model.weights[n] for n in names], None,
+                        neurik.TrainConfig(steps=2, batch=2), ckpt, resume=False, progress=False)
+    markers = subject_markers(result.mesh, model, SubjectConfig())
+    factors = measure_scale_factors(model.skeleton, markers.names, markers.xyz)
+    solver = SolverConfig(weights=ckpt, train=False)
+    q0, how = solve_neurik(model, markers, result.times, solver)
+    assert how == "NeurIK" and q0.shape == (result.num_frames, len(model.skeleton.coordinate_names))
+    rms = {}
+    for refine_on in (False, True):
+        config = dataclasses.replace(result.config, solver=dataclasses.replace(solver, refine=refine_on))
+        work = tmp_path / f"refine_{refine_on}"
+        work.mkdir()
+        rms[refine_on] = fit_scaled_model(model, factors, markers, q0, config, work).rms
+    assert np.all(np.isfinite(rms[True]))
+    assert np.nanmean(rms[True]) < 0.5 * np.nanmean(rms[False])
+    assert np.nanmean(rms[True]) < 0.03
