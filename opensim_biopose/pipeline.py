@@ -258,7 +258,7 @@ class BioPoseResult:
                     from opensim_biopose.report import write_report
 
                     write_report(self, tmp["html"])
-        except PermissionError as exc:
+        except OSError as exc:          # not a folder, no permission, disk full: nothing was written
             raise InputError(f"cannot write into {out_dir} ({exc}); choose another folder with --out") from exc
         _readable(files.all())
         return files
@@ -279,7 +279,11 @@ def _readable(paths: list[Path]) -> None:
 
 
 def check_outputs(files: OutputFiles, overwrite: bool) -> None:
-    """InputError naming the existing outputs unless ``overwrite``."""
+    """InputError naming the existing outputs unless ``overwrite``, or when the folder cannot be one."""
+    folder = files.trc.parent
+    blocking = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if blocking is not None and not blocking.is_dir():
+        raise InputError(f"output folder {folder}: {blocking} is a file; choose another folder with --out")
     existing = [str(p) for p in files.all() if p.exists()]
     if existing and not overwrite:
         raise InputError(f"output(s) exist already: {', '.join(existing)}; pass --overwrite to replace them")

@@ -87,7 +87,8 @@ def _blank_video(path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("case", ["missing", "not_a_video", "empty_room", "bad_map", "no_model", "height"])
+@pytest.mark.parametrize("case", ["missing", "not_a_video", "empty_room", "bad_map", "no_model", "height",
+                                  "out_is_a_file"])
 def test_bad_input_is_one_message_and_no_output(case, tmp_path, capsys):
     out = tmp_path / "out"
     args = ["--out", str(out), *QUICK]
@@ -107,6 +108,10 @@ def test_bad_input_is_one_message_and_no_output(case, tmp_path, capsys):
             bad.write_text("{not json")
             args += ["--marker-map", str(bad)]
             expect = str(bad)
+        elif case == "out_is_a_file":
+            out.write_text("a file where the output folder should be")
+            args[1] = str(out / "sub")
+            expect = "is a file"
         elif case == "no_model":
             args += ["--model", str(tmp_path / "absent.osim")]
             expect = "absent.osim"
@@ -116,7 +121,8 @@ def test_bad_input_is_one_message_and_no_output(case, tmp_path, capsys):
     assert main(["run", str(video), *args]) == 2
     line = _error_line(capsys)
     assert line.startswith("opensim-biopose run: error:") and expect in line, line
-    assert not out.exists() or not any(out.iterdir()), "a failed run left files behind"
+    if out.is_dir():
+        assert not any(out.iterdir()), "a failed run left files behind"
 
 
 def test_user_model_with_marker_map(tmp_path, capsys):
