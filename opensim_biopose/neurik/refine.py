@@ -71,6 +71,9 @@ class RefineConfig:
     # A rotational coordinate moving more than this (rad) between frames marks a doubtful frame:
     # 45 deg/frame is beyond any human motion at 25 Hz and above.
     max_jump: float = 0.785
+    # torch threads while refining (restored after); None keeps the caller's setting. The
+    # tensors are small: on the 2-core dev machine two threads cost 2.5x the CPU time of one.
+    threads: int | None = 1
     # Step limit of a frame's re-solve from a neighbour's answer.
     sweep_max_iters: int = 30
     # A neighbour's start must lower the objective by this fraction to be taken.
@@ -607,11 +610,17 @@ def refine(
     _check_shapes(sk, markers_t, weights_t, q0_t)
     locked = sk.coordinate_locked.bool().cpu()
     q0_t[:, locked] = sk.coordinate_defaults.detach().cpu().double()[locked]
-    with torch.no_grad():
-        problem = _build_problem(sk, markers_t, weights_t, coordinate_tasks)
-        solved = _solve(sk, q0_t, problem, config)
-        if config.temporal_sweeps > 0 and markers_t.shape[0] > 1:
-            solved = _temporal_sweeps(sk, solved, problem, config)
+    threads = torch.get_num_threads()
+    try:
+        if config.threads is not None:
+            torch.set_num_threads(config.threads)
+        with torch.no_grad():
+            problem = _build_problem(sk, markers_t, weights_t, coordinate_tasks)
+            solved = _solve(sk, q0_t, problem, config)
+            if config.temporal_sweeps > 0 and markers_t.shape[0] > 1:
+                solved = _temporal_sweeps(sk, solved, problem, config)
+    finally:
+        torch.set_num_threads(threads)
     q, iterations, converged = solved.q, solved.iterations, solved.converged
     with torch.no_grad():
         total, rms, mx, q_full = marker_errors(sk, q, markers_t, weights_t)
