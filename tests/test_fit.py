@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import shared_path
+
 from opensim_biopose.body.markers import load_marker_set
 from opensim_biopose.body.smpl_model import SmplBody, SmplConfig
 from opensim_biopose.body.synthetic_smpl import write_synthetic_smpl
@@ -103,6 +105,12 @@ def test_ground_frame_is_y_up_and_faces_x(quick_fitter) -> None:
     # first frame: the subject faces +X (toes ahead of heels), its left (LASI) towards -Z
     assert m["LTOE"][0, 0] - m["LHEE"][0, 0] > 0.1
     assert m["LASI"][0, 2] < m["RASI"][0, 2] - 0.15
+    # rest-pose markers of the fitted body: a static trial for scaling, feet on the floor
+    rest = {n: fit.rest_markers[i] for i, n in enumerate(fit.marker_names)}
+    assert abs(rest["LHEE"][1] - rest["RHEE"][1]) < 0.005 and 0.0 <= rest["LHEE"][1] < 0.08
+    assert abs(rest["LASI"][2] + rest["RASI"][2]) < 0.01 and rest["LASI"][2] < 0       # left is -Z
+    assert rest["LASI"][0] > rest["LPSI"][0] + 0.08                                    # ASIS anterior (+X)
+    assert 1.4 < rest["LFHD"][1] < 1.9
 
 
 def test_missing_stretch_is_interpolated_and_flagged(quick_fitter) -> None:
@@ -206,3 +214,23 @@ def test_pitched_camera_vertical_is_recovered(fitter) -> None:
     up_fit = torch.tensor(fit.ground_from_camera).T @ torch.tensor([0.0, 1.0, 0.0])
     error_deg = float(torch.rad2deg(torch.acos((up_fit @ trial.up_camera).clamp(-1, 1))))
     assert error_deg < 4.0, f"vertical off by {error_deg:.1f} deg"
+
+
+@pytest.mark.slow
+def test_real_video_fit_is_plausible_and_level(fitter) -> None:
+    """The shared lab video (portrait, 60 fps, camera looking down): MediaPipe keypoints -> fit.
+    Every frame plausible, residual ~1-2% of body size, and the fitted ground level: the pelvis
+    keeps its height (within walking bob) while the subject travels."""
+    from opensim_biopose.detect.frontend import DetectConfig, detect_video
+
+    video = shared_path("videos", "pose2sim_singleperson_cam01.mp4")
+    pytest.importorskip("mediapipe")
+    seq = detect_video(video, config=DetectConfig(focal_length_px=1681.0))   # cam01 calibration
+    fit = fitter.fit(seq)
+    q = fit.quality
+    assert q.plausible.mean() > 0.95 and np.nanmedian(q.normalized) < 0.03
+    sacr = fit.markers[:, fit.marker_names.index("SACR")]
+    travel = np.linalg.norm(sacr[-1, [0, 2]] - sacr[0, [0, 2]])
+    assert travel > 0.3
+    assert np.ptp(sacr[:, 1]) < 0.12, f"pelvis height varies by {np.ptp(sacr[:, 1]):.3f} m over {travel:.2f} m"
+    assert 0.7 < np.median(sacr[:, 1]) < 1.2

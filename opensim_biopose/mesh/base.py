@@ -61,6 +61,9 @@ class MeshFit:
     ground_offset: np.ndarray
     focal_px: float
     quality: FitQuality
+    # (M, 3) metres: the virtual markers of the fitted body in the model's rest pose, in OpenSim
+    # axes, feet on Y = 0, centred over the origin; a "static trial" for scaling.
+    rest_markers: np.ndarray | None = None
 
     @property
     def num_frames(self) -> int:

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from opensim_biopose.body.base import BodyModel, VertexRegressor
+from opensim_biopose.body.frames import to_opensim_ground
 from opensim_biopose.body.markers import VirtualMarkerSet
 from opensim_biopose.body.rotations import axis_angle_to_matrix
 from opensim_biopose.detect.types import KeypointSequence
@@ -426,6 +427,7 @@ class KeypointFit(MeshBackend):
             vertices_ground = vertices @ rotation.T + offset
             markers = self.marker_set.positions(vertices_ground)
             quality = self._quality(project(kps_cam, camera), obs, pose_all)
+            rest_markers = self._rest_markers(shape)
         return MeshFit(
             body_model=body.name, times=np.asarray(keypoints.times, dtype=np.float64), fps=float(keypoints.fps),
             shape=params["shape"].numpy(), shape_names=body.shape_names, pose=pose_all.numpy(),
@@ -433,8 +435,15 @@ class KeypointFit(MeshBackend):
             markers=markers.numpy().astype(np.float64),
             vertices=vertices_ground.numpy() if cfg.keep_vertices else None,
             ground_from_camera=rotation.numpy(), ground_offset=offset.numpy(),
-            focal_px=camera.focal_px, quality=quality,
+            focal_px=camera.focal_px, quality=quality, rest_markers=rest_markers,
         )
+
+    def _rest_markers(self, shape: torch.Tensor) -> np.ndarray:
+        """(M, 3) markers of the fitted shape in the rest pose, OpenSim axes, feet on Y=0."""
+        rest = to_opensim_ground(self.body(self.body.zero_pose(1), shape).vertices[0], self.body.frame)
+        centre = rest.mean(dim=0)
+        rest = rest - torch.stack([centre[0], rest[:, 1].min(), centre[2]])
+        return self.marker_set.positions(rest[None])[0].numpy().astype(np.float64)
 
     def _ground_transform(self, vertices: torch.Tensor, rot: torch.Tensor, transl: torch.Tensor,
                           valid: np.ndarray, tilt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
