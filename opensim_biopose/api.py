@@ -105,17 +105,14 @@ def _mot_times(mot_file: Path) -> np.ndarray:
 
 
 def _marker_weights(model_file: Path) -> dict[str, float]:
-    """IK weights of the default model's markers, 1 for any other model (as the pipeline uses them)."""
+    """The IK weights the pipeline uses for this model's markers (see pipeline.ik_marker_weights)."""
     import opensim as osim
 
-    model = osim.Model(str(model_file))
-    names = [model.getMarkerSet().get(i).getName() for i in range(model.getMarkerSet().getSize())]
-    try:
-        from osim_models.build_default_model import marker_weight
+    from opensim_biopose.pipeline import ik_marker_weights
 
-        return {n: marker_weight(n) for n in names}
-    except (ImportError, KeyError):
-        return {n: 1.0 for n in names}
+    model = osim.Model(str(model_file))
+    markers = model.getMarkerSet()
+    return ik_marker_weights(model.getName(), [markers.get(i).getName() for i in range(markers.getSize())])
 
 
 def run_inverse_kinematics(source: BioPoseResult | OutputFiles, out_mot: str | os.PathLike[str], *,
@@ -129,6 +126,8 @@ def run_inverse_kinematics(source: BioPoseResult | OutputFiles, out_mot: str | o
 
     out_mot = Path(out_mot).resolve()
     out_mot.parent.mkdir(parents=True, exist_ok=True)
+    if marker_weights is None and isinstance(source, BioPoseResult):
+        marker_weights = source.marker_weights
     files = _files(source, out_mot.parent)
     model_file, trc = _require(files.osim, "scaled model"), _require(files.trc, "marker file")
     weights = marker_weights if marker_weights is not None else _marker_weights(model_file)

@@ -178,6 +178,7 @@ class BioPoseResult:
     ``scaled_model_xml``: the subject-scaled model, markers registered (``scaled_model`` loads it).
     ``keypoints``: the detector's cleaned keypoints (pixels); ``mesh``: the fit (camera, quality).
     ``marker_scale``: factor applied to the fitted markers for ``SubjectConfig.height_m`` (1 if none).
+    ``marker_weights``: IK weight per model marker used by the refinement.
     """
 
     video: Path
@@ -198,6 +199,8 @@ class BioPoseResult:
     solver: str
     timings: StageTimings
     config: PipelineConfig
+    # IK weight of each model marker used by the refinement (OpenSim IK tasks with these reproduce the .mot).
+    marker_weights: dict[str, float] = field(default_factory=dict)
 
     @property
     def num_frames(self) -> int:
@@ -329,30 +332,42 @@ def run_mesh(keypoints: KeypointSequence, config: MeshStageConfig) -> MeshFit:
     return backend.fit(keypoints)
 
 
+def ik_marker_weights(model_name: str, marker_names: list[str] | tuple[str, ...]) -> dict[str, float]:
+    """IK weights of a model's markers: the default model's by marker kind (bony landmarks 10, soft
+    tissue 1; see osim_models), 1 for every marker of any other model (OpenSim's default)."""
+    from osim_models.build_default_model import MODEL_NAME, marker_weight
+
+    if model_name.removesuffix("_scaled") == MODEL_NAME:
+        try:
+            return {m: marker_weight(m) for m in marker_names}
+        except KeyError:
+            pass
+    return {m: 1.0 for m in marker_names}
+
+
 def load_generic_model(config: SubjectConfig) -> ModelPair:
     """The generic model, its Skeleton, IK marker weights and stature (m)."""
     from opensim_biopose.kinematics import Skeleton
     from osim_models import DEFAULT_MODEL
+    from osim_models.build_default_model import DEFAULT_HEIGHT_M
 
     path = Path(config.model) if config.model is not None else DEFAULT_MODEL
     if not path.is_file():
         raise InputError(f"model {path} does not exist; give an OpenSim .osim file with --model")
     sk = Skeleton.from_osim(path, dtype=torch.float64)
     sk.require_markers()
-    if path.resolve() == DEFAULT_MODEL.resolve():
-        from osim_models.build_default_model import DEFAULT_HEIGHT_M, marker_weight
-
-        return ModelPair(path, sk, {m: marker_weight(m) for m in sk.marker_names}, DEFAULT_HEIGHT_M)
-    return ModelPair(path, sk, {m: 1.0 for m in sk.marker_names}, _stature_from_markers(sk))
+    stature = DEFAULT_HEIGHT_M if path.resolve() == DEFAULT_MODEL.resolve() else _stature_from_markers(sk)
+    return ModelPair(path, sk, ik_marker_weights(sk.model_name, sk.marker_names), stature)
 
 
 def _stature_from_markers(sk) -> float:
-    """Rough stature of a model: vertical marker span at the default pose / 0.93 (head markers sit
-    ~7% of stature below the vertex; anthropometric proportion, Winter 2009 segment table)."""
+    """Rough stature of a model: vertical marker span at the default pose / 0.94 (the highest markers,
+    on the forehead/temples, sit near eye level, ~0.94 of stature in Drillis & Contini's 1966
+    segment proportions)."""
     from opensim_biopose.scaling import model_marker_positions
 
     y = model_marker_positions(sk)[:, 1]
-    return float((y.max() - y.min()) / 0.93)
+    return float((y.max() - y.min()) / 0.94)
 
 
 def estimated_stature(model: ModelPair, markers: SubjectMarkers, config: ScalingConfig) -> float:
@@ -534,7 +549,7 @@ def run_pipeline(video: str | os.PathLike[str], config: PipelineConfig = Pipelin
         rotational=sk.coordinate_is_rotational.cpu().numpy().astype(bool),
         quality=frame_quality(keypoints, fit, solved), scale_factors=factors, scaled_model_xml=solved.xml,
         model_name=f"{sk.model_name}_scaled", keypoints=keypoints, mesh=fit, marker_scale=markers.scale,
-        solver=how, timings=timings, config=config,
+        solver=how, timings=timings, config=config, marker_weights=dict(model.weights),
     )
 
 
