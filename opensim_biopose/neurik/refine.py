@@ -633,6 +633,8 @@ def refine(
 
 def _check_shapes(sk: SkeletonLike, markers: torch.Tensor, weights: torch.Tensor, q0: torch.Tensor) -> None:
     m, n = len(sk.marker_names), len(sk.coordinate_names)
+    if markers.ndim == 3 and markers.shape[0] == 0:
+        raise InputError("no frames to refine")
     if markers.ndim != 3 or markers.shape[1:] != (m, 3):
         raise InputError(f"markers must be (T, {m}, 3) in the skeleton's marker order, got {tuple(markers.shape)}")
     if weights.shape != (m,):
