@@ -87,11 +87,16 @@ def test_round_trip_anny_2d_then_2d_plus_3d(fitter) -> None:
     assert np.nanmean(q.reprojection_px) < 8.0           # 4 px noise per axis -> ~5 px expected
 
 
+# 2D-only Procrustes bound per view: seen from behind, a leg swinging forwards and one swinging
+# backwards project alike (only perspective and the feet tell them apart), so 2D alone may
+# flip the sagittal leg motion over part of a stride; the metric 3D cue removes the flip.
 @pytest.mark.slow
-@pytest.mark.parametrize("shape_key,heading", [("heavier-male", 80.0), ("slim-female", 150.0)])
-def test_round_trip_anny_other_shapes_and_views(fitter, shape_key, heading) -> None:
+@pytest.mark.parametrize("shape_key,heading,bound_2d", [("heavier-male", 80.0, 0.035),
+                                                        ("slim-female", 150.0, 0.045)])
+def test_round_trip_anny_other_shapes_and_views(fitter, shape_key, heading, bound_2d) -> None:
     _, e2, m2, e3, m3 = _round_trip(fitter, shape_key, heading=heading, frames=10)
-    assert e2["procrustes"] <= 0.035 and e2["centred"] <= 0.080
+    assert e2["procrustes"] <= bound_2d and e2["centred"] <= 0.080
+    assert e3["procrustes"] <= 0.035 and e3["centred"] <= 0.080
     assert e3["procrustes"] <= e2["procrustes"] + 0.002
 
 
