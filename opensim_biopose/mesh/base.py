@@ -44,7 +44,8 @@ class MeshFit:
     ``shape``: (S,) body-model shape parameters (one body for the whole video), ``shape_names``.
     ``pose``: (T, P, 3) body-model pose rotation vectors, radians.
     ``ground_from_camera``: (3, 3) rotation and ``ground_offset`` (3,) m with
-    ``p_ground = R @ p_camera + offset`` (level camera assumed; see mesh.camera).
+    ``p_ground = R @ p_camera + offset``; ground Y is the vertical found by the fit (camera
+    pitch/roll), X the subject's heading in the first fitted frame, the floor at Y = 0.
     """
 
     body_model: str

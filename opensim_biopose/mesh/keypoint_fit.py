@@ -5,11 +5,14 @@ translation in the camera frame, fitted to the detector's 2D keypoints through a
 camera (the primary observation), plus its metric 3D landmarks when it has them (a noisy
 cue: root-relative, with one free scale for the whole video, as MediaPipe's are 4-10% too
 large). Priors: L2 pose prior and soft joint limits, temporal smoothness of the 3D keypoints,
-shape regularisation towards the average body. All frames are fitted at once with Adam on CPU.
+shape regularisation towards the average body, an upright body, feet on one floor plane. One
+camera pitch and roll per video are fitted with them and define OpenSim's vertical. All frames
+are fitted at once (L-BFGS by default) on CPU.
 
 Two stages: (1) rigid — the rest-pose body's keypoints are turned and moved to match each
 frame, from several initial headings (cheap: no mesh evaluation), the best heading is kept;
-(2) full — pose, shape, orientation and translation together, through the mesh.
+(2) full — pose, shape, orientation, translation and camera tilt together, through the mesh
+(only the ~1k vertices the keypoints read are skinned).
 
 Frames with too few confident keypoints are not fitted: their parameters are linear
 interpolations of the nearest fitted frames (held at the ends), and they are flagged.
