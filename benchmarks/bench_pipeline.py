@@ -5,7 +5,7 @@ refinement + marker registration, report), the share of each, and two references
 same run: the video's own frame rate (real time) and OpenSim's InverseKinematicsTool on the
 produced .trc + scaled .osim (what our NeurIK + refinement stages replace).
 
-    .venv/bin/python benchmarks/bench_pipeline.py [--video PATH] [--frames N] [--max-side PX] [--threads K]
+    .venv/bin/python benchmarks/bench_pipeline.py [--video PATH] [--frames N] [--max-side PX] [--threads K] [--fit-rate HZ]
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ import torch  # noqa: E402
 
 from opensim_biopose.api import run_inverse_kinematics  # noqa: E402
 from opensim_biopose.detect.frontend import DetectConfig  # noqa: E402
-from opensim_biopose.pipeline import PipelineConfig, SolverConfig, run_pipeline  # noqa: E402
+from opensim_biopose.pipeline import MeshStageConfig, PipelineConfig, SolverConfig, run_pipeline  # noqa: E402
 
 VIDEO = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos" / "pose2sim_singleperson_cam01.mp4"
 
@@ -35,12 +35,14 @@ def main() -> None:
     parser.add_argument("--max-side", type=int, default=None, help="detector input size (default: full resolution)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads")
     parser.add_argument("--no-refine", action="store_true")
+    parser.add_argument("--fit-rate", type=float, default=None, help="fit at most HZ frames/s (default: every frame)")
     args = parser.parse_args()
     if not args.video.is_file():
         raise SystemExit(f"video {args.video} is absent (the shared reference data lives in ../shared/data)")
     torch.set_num_threads(args.threads)
 
     config = PipelineConfig(detect=DetectConfig(max_frames=args.frames, max_side=args.max_side),
+                            mesh=MeshStageConfig(max_fit_rate_hz=args.fit_rate),
                             solver=SolverConfig(train=False, refine=not args.no_refine))
     t0 = time.perf_counter()
     result = run_pipeline(args.video, config)
@@ -60,7 +62,8 @@ def main() -> None:
             (f"NeurIK ({result.solver})", t.neurik_s), ("refinement + marker registration", t.refine_s),
             ("write outputs + report", write_s)]
     print(f"video {args.video.name}: {n} frames, {w}x{h}, {result.fps:g} fps; detector input "
-          f"{'full resolution' if args.max_side is None else f'{args.max_side} px'}; torch threads {args.threads}")
+          f"{'full resolution' if args.max_side is None else f'{args.max_side} px'}; torch threads {args.threads}; "
+          f"body fitted {'every frame' if args.fit_rate is None else f'at <= {args.fit_rate:g} Hz'}")
     print(f"{'stage':40s} {'seconds':>9s} {'frames/s':>9s} {'share':>7s}")
     for name, sec in rows:
         share = "" if name.startswith("  ") else f"{100 * sec / total:6.1f}%"

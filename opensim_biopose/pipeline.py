@@ -62,6 +62,11 @@ class MeshStageConfig:
     marker_set: str | None = None
     # Extra backend options (KeypointFitConfig fields for "keypoint-fit").
     options: dict[str, Any] = field(default_factory=dict)
+    # Fit at most this many frames per second and interpolate the virtual markers in between
+    # (None: every frame). The fit's cost grows with frames; gait and most daily movements carry
+    # little power above ~6-10 Hz (Winter, Biomechanics and Motor Control of Human Movement), so
+    # fitting a 60 fps video at 30 Hz halves the cost and loses little.
+    max_fit_rate_hz: float | None = None
 
 
 @dataclass(frozen=True)
@@ -324,12 +329,63 @@ class ModelPair:
 
 
 def run_mesh(keypoints: KeypointSequence, config: MeshStageConfig) -> MeshFit:
+    """The body fitted to ``keypoints`` (every frame, or every k-th frame interpolated to all)."""
     from opensim_biopose.plugins import get_registry
 
     options = {"keep_vertices": False, **config.options} if config.backend == "keypoint-fit" else dict(config.options)
     backend = get_registry().create("mesh_backends", config.backend, body_model=config.body_model,
                                     marker_set=config.marker_set, **options)
-    return backend.fit(keypoints)
+    rows = fit_rows(keypoints.times, keypoints.fps, config.max_fit_rate_hz)
+    if len(rows) == keypoints.num_frames:
+        return backend.fit(keypoints)
+    return expand_fit(backend.fit(take_frames(keypoints, rows)), keypoints.times, rows)
+
+
+def fit_rows(times: np.ndarray, fps: float, max_rate_hz: float | None) -> np.ndarray:
+    """Frames to fit: every ``ceil(fps / max_rate_hz)``-th one, and always the last."""
+    total = len(times)
+    if max_rate_hz is None or fps <= max_rate_hz or total < 3:
+        return np.arange(total)
+    stride = int(np.ceil(fps / max_rate_hz))
+    return np.unique(np.append(np.arange(0, total, stride), total - 1))
+
+
+def take_frames(seq: KeypointSequence, rows: np.ndarray) -> KeypointSequence:
+    """The keypoint sequence restricted to frames ``rows`` (per-frame arrays sliced, the rest kept)."""
+    def cut(a):
+        return None if a is None else np.asarray(a)[rows]
+
+    return dataclasses.replace(seq, times=cut(seq.times), xy=cut(seq.xy), confidence=cut(seq.confidence),
+                               detected=cut(seq.detected), world_xyz=cut(seq.world_xyz), boxes=cut(seq.boxes),
+                               interpolated=cut(seq.interpolated), meta=dict(seq.meta))
+
+
+def expand_fit(fit: MeshFit, times: np.ndarray, rows: np.ndarray) -> MeshFit:
+    """A fit of frames ``rows`` brought to every frame at ``times``: markers and pose linearly
+    interpolated in time; quality of unfitted frames NaN residuals, plausible as the nearer fitted frame."""
+    from opensim_biopose.mesh.base import FitQuality
+
+    def lerp(a: np.ndarray) -> np.ndarray:
+        flat = np.asarray(a, np.float64).reshape(len(rows), -1)
+        out = np.stack([np.interp(times, fit.times, flat[:, j]) for j in range(flat.shape[1])], axis=1)
+        return out.reshape(len(times), *np.asarray(a).shape[1:])
+
+    after = np.clip(np.searchsorted(fit.times, times), 1, len(rows) - 1)
+    nearest = np.where(np.abs(fit.times[after] - times) < np.abs(fit.times[after - 1] - times), after, after - 1)
+    fitted = np.zeros(len(times), bool)
+    fitted[rows] = True
+
+    def spread(a: np.ndarray, fill: float) -> np.ndarray:
+        out = np.full(len(times), fill, dtype=np.float64)
+        out[rows] = a
+        return out
+
+    q = fit.quality
+    quality = FitQuality(reprojection_px=spread(q.reprojection_px, np.nan), normalized=spread(q.normalized, np.nan),
+                         limit_excess_deg=lerp(q.limit_excess_deg), interpolated=~fitted | np.asarray(q.interpolated)[nearest],
+                         plausible=np.asarray(q.plausible)[nearest])
+    return dataclasses.replace(fit, times=np.asarray(times, np.float64), pose=lerp(fit.pose).astype(fit.pose.dtype),
+                               markers=lerp(fit.markers), vertices=None, quality=quality)
 
 
 def ik_marker_weights(model_name: str, marker_names: list[str] | tuple[str, ...]) -> dict[str, float]:

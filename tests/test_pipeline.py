@@ -194,3 +194,40 @@ def test_neurik_start_then_refinement_on_the_scaled_model(run_result, tmp_path):
     assert np.all(np.isfinite(rms[True]))
     assert np.nanmean(rms[True]) < 0.5 * np.nanmean(rms[False])
     assert np.nanmean(rms[True]) < 0.03
+
+
+@pytest.mark.slow
+def test_whole_video_full_resolution(tmp_path):
+    """All 100 frames at full resolution with the default fit: OpenSim IK agrees with the .mot."""
+    video = shared_path(*VIDEO)
+    result = BioPose(PipelineConfig(solver=SolverConfig(train=False))).run(video)
+    assert result.num_frames == 100 and (result.quality.detection_confidence > 0).all()
+    files = result.write(tmp_path / "out")
+    mot = run_inverse_kinematics(result, tmp_path / "opensim_ik.mot")
+    rot = _rotational(files.mot)
+    comparison = compare_dofs(read_mot(files.mot, rot), read_mot(mot, rot))
+    assert comparison.mean_deg < 2.0, comparison.per_dof_deg
+    assert np.nanmean(result.quality.marker_rms_m) < 0.03
+
+
+def test_fitting_at_half_rate_interpolates_close_to_the_full_fit(run_result):
+    """60 fps video fitted at <= 30 Hz: every other frame fitted, the rest interpolated, markers near the full fit."""
+    import dataclasses
+
+    from opensim_biopose.pipeline import fit_rows, run_mesh
+
+    result, _, _ = run_result
+    rows = fit_rows(result.keypoints.times, result.keypoints.fps, 30.0)
+    assert rows.tolist() == [0, 2, 4, 6, 8, 10, 12, 14]
+    half = run_mesh(result.keypoints, dataclasses.replace(result.config.mesh, max_fit_rate_hz=30.0))
+    assert half.markers.shape == result.mesh.markers.shape
+    assert np.isnan(half.quality.reprojection_px[1::2]).all() and np.isfinite(half.quality.reprojection_px[::2]).all()
+    # Two fits of a monocular video agree up to position, heading and size: compare after a similarity alignment.
+    from opensim_biopose.cli.demo_cmd import similarity_align
+
+    full = result.mesh.markers.reshape(-1, 3)
+    moved, _ = similarity_align(half.markers.reshape(-1, 3), full)
+    gap_mm = 1000 * np.linalg.norm(moved - full, axis=-1).reshape(half.markers.shape[:2])
+    assert np.median(gap_mm) < 30.0, np.median(gap_mm)
+    # Interpolated frames are not much worse than fitted ones.
+    assert np.median(gap_mm[1::2]) < np.median(gap_mm[::2]) + 10.0

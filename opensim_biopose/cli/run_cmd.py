@@ -42,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--focal-px", type=float, metavar="PX", help="camera focal length in pixels, if known")
     parser.add_argument("--fit-iterations", type=int, metavar="N",
                         help="optimiser steps of the keypoint fit (default 200; fewer: faster, rougher)")
+    parser.add_argument("--fit-rate", type=float, metavar="HZ",
+                        help="fit the body at most HZ frames per second and interpolate between (speed; "
+                             "default: every frame)")
     parser.add_argument("--no-report", action="store_true", help="skip the HTML report")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.add_argument("--quiet", action="store_true", help="no per-stage progress lines")
@@ -67,6 +70,8 @@ def build_config(args: argparse.Namespace):
     for value, what, lo, hi in ((args.height, "--height", 0.5, 2.5), (args.mass, "--mass", 10.0, 300.0)):
         if value is not None and not lo <= value <= hi:
             raise InputError(f"{what} {value} is outside {lo}-{hi}; give metres / kilograms")
+    if args.fit_rate is not None and args.fit_rate <= 0:
+        raise InputError(f"--fit-rate {args.fit_rate}: give a positive rate in frames per second")
     marker_map = load_marker_map(args.marker_map) if args.marker_map is not None else {}
     mesh_options: dict[str, object] = {}
     if args.fit_iterations is not None:
@@ -76,7 +81,8 @@ def build_config(args: argparse.Namespace):
     return PipelineConfig(
         detect=DetectConfig(detector=args.detector, max_frames=args.max_frames, max_side=args.max_side,
                             focal_length_px=args.focal_px),
-        mesh=MeshStageConfig(backend=args.mesh_backend, body_model=args.body_model, options=mesh_options),
+        mesh=MeshStageConfig(backend=args.mesh_backend, body_model=args.body_model, options=mesh_options,
+                             max_fit_rate_hz=args.fit_rate),
         subject=SubjectConfig(model=args.model, marker_map=marker_map, height_m=args.height, mass_kg=args.mass),
         solver=SolverConfig(weights=args.weights, train=not args.no_train, refine=args.refine, device=args.device),
         report=ReportStageConfig(enabled=not args.no_report),
