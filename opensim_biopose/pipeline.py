@@ -545,11 +545,17 @@ class _Clock:
         self.seconds: dict[str, float] = {}
 
     @contextmanager
-    def stage(self, name: str, what: str) -> Iterator[None]:
+    def stage(self, name: str, what: str, source: Path | None = None) -> Iterator[None]:
+        """Time one stage; an InputError raised inside names ``source`` (the video) when it does not yet."""
         if self.progress:
             print(f"[{name}] {what} ...", flush=True)
         t0 = time.perf_counter()
-        yield
+        try:
+            yield
+        except InputError as exc:
+            if source is None or str(source) in str(exc):
+                raise
+            raise InputError(f"{source}: {exc}") from exc
         self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
         if self.progress:
             print(f"[{name}] done in {self.seconds[name]:.1f} s", flush=True)
@@ -574,11 +580,11 @@ def run_pipeline(video: str | os.PathLike[str], config: PipelineConfig = Pipelin
     clock = _Clock(config.progress)
     model = load_generic_model(config.subject)
     front = FrontEndTiming()
-    with clock.stage("detect", f"detecting the person in {video.name} ({config.detect.detector})"):
+    with clock.stage("detect", f"detecting the person in {video.name} ({config.detect.detector})", video):
         keypoints = detect_video(video, config=config.detect, timing=front)
     if not keypoints.detected.any():
         raise InputError(f"video {video}: nobody was detected in any of its {keypoints.num_frames} frames")
-    with clock.stage("mesh", f"fitting body model {config.mesh.body_model} to {keypoints.num_frames} frames"):
+    with clock.stage("mesh", f"fitting body model {config.mesh.body_model} to {keypoints.num_frames} frames", video):
         fit = run_mesh(keypoints, config.mesh)
     times = np.asarray(fit.times, np.float64)
     with clock.stage("scale", f"scaling {model.path.name} to the subject"):
