@@ -1,7 +1,9 @@
 """Rendered-video ground truth: the whole pipeline against the exact answer of rendered clips.
 
 Each clip is a sampled adult Anny body performing a library motion (gait, squat, sit-to-stand,
-arm raises), rendered offscreen from one camera (side, front, 45 deg), 480x640 at 30 fps. The
+arm raises), rendered offscreen from one camera (side, front, 45 deg), 480x640 at 30 fps; the
+pipeline is told the camera's focal length (a calibrated camera) unless --unknown-focal, and the
+subject's stature (as OpenCap asks for it) unless --unknown-height. The
 oracle is the rendered mesh's own virtual markers solved with the pipeline's scaling and a tight
 refinement (opensim_biopose.render.truth). Printed per clip:
 
@@ -69,7 +71,8 @@ class ClipResult:
         return self.frames / self.pipeline_s
 
 
-def run_clip(body, markers, view: str, motion: str, seconds: float, seed: int, work: Path) -> ClipResult:
+def run_clip(body, markers, view: str, motion: str, seconds: float, seed: int, work: Path,
+             known_focal: bool, known_height: bool) -> ClipResult:
     """Render one clip, run the pipeline on it, compare with the oracle."""
     from opensim_biopose.render.clip import ClipSpec, render_clip
     from opensim_biopose.render.motions import sample_adult_shapes
@@ -79,15 +82,25 @@ def run_clip(body, markers, view: str, motion: str, seconds: float, seed: int, w
     clip = render_clip(body, markers, shape, ClipSpec(motion=motion, view=view, seconds=seconds), colour_seed=seed)
     video = work / f"{motion}_{view}.mp4"
     write_video(clip.frames, video, clip.spec.fps)
-    return evaluate(video, view, motion, clip.sequence.marker_names, clip.sequence.markers)
+    focal = clip.rig.intrinsics.focal_px if known_focal else None
+    height = clip.stature_m if known_height else None
+    return evaluate(video, view, motion, clip.sequence.marker_names, clip.sequence.markers, focal, height)
 
 
-def evaluate(video: Path, view: str, motion: str, marker_names: tuple[str, ...], truth: np.ndarray) -> ClipResult:
-    """Run the pipeline on ``video`` and compare it with the oracle of the true markers (T, M, 3) m."""
-    from opensim_biopose.pipeline import PipelineConfig, ReportStageConfig, SolverConfig, run_pipeline
+def evaluate(video: Path, view: str, motion: str, marker_names: tuple[str, ...], truth: np.ndarray,
+             focal_px: float | None, height_m: float | None) -> ClipResult:
+    """Run the pipeline on ``video`` and compare it with the oracle of the true markers (T, M, 3) m.
 
-    # No NeurIK weights ship yet: refinement starts from the default pose (training takes minutes).
-    config = PipelineConfig(solver=SolverConfig(train=False), report=ReportStageConfig(enabled=False))
+    ``focal_px``: the camera's focal length given to the pipeline (a calibrated camera), or None
+    to let it estimate one from the image size. ``height_m``: the subject's stature (OpenCap asks
+    for it too: one camera cannot tell a small near person from a tall far one), or None.
+    """
+    from opensim_biopose.detect.frontend import DetectConfig
+    from opensim_biopose.pipeline import PipelineConfig, ReportStageConfig, SolverConfig, SubjectConfig, run_pipeline
+
+    # Without shipped NeurIK weights, refinement starts from the default pose (training takes minutes).
+    config = PipelineConfig(detect=DetectConfig(focal_length_px=focal_px), subject=SubjectConfig(height_m=height_m),
+                            solver=SolverConfig(train=False), report=ReportStageConfig(enabled=False))
     t0 = time.perf_counter()
     result = run_pipeline(video, config)
     pipeline_s = time.perf_counter() - t0
@@ -141,6 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--motions", nargs="+", default=["gait", "squat", "sit_to_stand", "arm_raises"])
     parser.add_argument("--seconds", type=float, default=2.0, help="clip length (30 fps)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--unknown-focal", action="store_true",
+                        help="do not tell the pipeline the camera's focal length (it then estimates one)")
+    parser.add_argument("--unknown-height", action="store_true",
+                        help="do not tell the pipeline the subject's stature (body size then rests on the fit)")
     parser.add_argument("--demo", action="store_true",
                         help="only the shipped demo video (opensim_biopose/demo) against its JSON truth")
     args = parser.parse_args(argv)
@@ -157,18 +174,25 @@ def main(argv: list[str] | None = None) -> int:
         from opensim_biopose.demo import DEMO_SPEC, DEMO_VIDEO, load_truth
 
         truth = load_truth()
-        results = [evaluate(DEMO_VIDEO, DEMO_SPEC.view, DEMO_SPEC.motion + " (demo)", truth.marker_names, truth.markers)]
+        focal = None if args.unknown_focal else float(truth.camera["fx"])
+        height = None if args.unknown_height else truth.stature_m
+        results = [evaluate(DEMO_VIDEO, DEMO_SPEC.view, DEMO_SPEC.motion + " (demo)", truth.marker_names, truth.markers,
+                            focal, height)]
         print_table(results)
         return 0
     body, markers = AnnyBody(), load_marker_set("anny-pig53")
     results = []
     with tempfile.TemporaryDirectory(prefix="bench_rendered_") as work:
         for i, (view, motion) in enumerate((v, m) for v in args.views for m in args.motions):
-            r = run_clip(body, markers, view, motion, args.seconds, seed=100 + i, work=Path(work))
+            r = run_clip(body, markers, view, motion, args.seconds, seed=100 + i, work=Path(work),
+                         known_focal=not args.unknown_focal, known_height=not args.unknown_height)
             print(f"{view:<7}{motion:<14} 12-DoF {r.mean12:5.1f} deg, arms {r.mean_arm:5.1f} deg, "
                   f"markers {r.markers_mm:4.0f} mm, {r.fps:.2f} frames/s", flush=True)
             results.append(r)
     print_table(results)
+    print(f"focal length {'estimated by the pipeline' if args.unknown_focal else 'given (calibrated camera)'}; "
+          f"stature {'not given' if args.unknown_height else 'given'}; clips of {args.seconds:g} s; "
+          "no NeurIK weights -> refinement from the default pose unless cached")
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in results], indent=1))
     return 0

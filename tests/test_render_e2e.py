@@ -37,6 +37,7 @@ def test_shipped_demo_video_matches_its_metadata() -> None:
     assert frames == len(truth.times) == truth.markers.shape[0] and fps == pytest.approx(truth.fps)
     assert size == (truth.camera["width"], truth.camera["height"])
     assert truth.markers.shape[1:] == (53, 3)
+    assert 1.4 < truth.stature_m < 2.0 and np.nanmax(truth.markers[..., 1]) < truth.stature_m
     # markers stand on the floor (heels a few cm up) and project inside the image
     assert 0.0 <= np.nanmin(truth.markers[..., 1]) < 0.1
     ext = np.asarray(truth.camera["world_to_camera"])
@@ -84,7 +85,8 @@ def test_pipeline_on_a_short_rendered_side_view_is_near_the_oracle(anny, tmp_pat
     if reason is not None:
         pytest.skip(reason)
     pytest.importorskip("mediapipe")
-    from opensim_biopose.pipeline import PipelineConfig, ReportStageConfig, SolverConfig, run_pipeline
+    from opensim_biopose.detect.frontend import DetectConfig
+    from opensim_biopose.pipeline import PipelineConfig, ReportStageConfig, SolverConfig, SubjectConfig, run_pipeline
     from opensim_biopose.render.clip import ClipSpec, render_clip
     from opensim_biopose.render.motions import sample_adult_shapes
     from opensim_biopose.render.truth import OPENCAP_DOFS, dof_rmse_deg, oracle_ik
@@ -95,7 +97,10 @@ def test_pipeline_on_a_short_rendered_side_view_is_near_the_oracle(anny, tmp_pat
                        ClipSpec(motion="gait", view="side", seconds=10 / 30))
     video = tmp_path / "gait_side.mp4"
     write_video(clip.frames, video, clip.spec.fps)
-    config = PipelineConfig(solver=SolverConfig(train=False), report=ReportStageConfig(enabled=False))
+    # A calibrated camera and a measured stature, as in a lab (OpenCap asks for the height too).
+    config = PipelineConfig(detect=DetectConfig(focal_length_px=clip.rig.intrinsics.focal_px),
+                            subject=SubjectConfig(height_m=clip.stature_m),
+                            solver=SolverConfig(train=False), report=ReportStageConfig(enabled=False))
     result = run_pipeline(video, config)
     oracle = oracle_ik(clip.sequence.marker_names, clip.sequence.markers)
     assert result.num_frames == 10 and tuple(result.coordinate_names) == oracle.coordinate_names

@@ -33,7 +33,8 @@ class DemoTruth:
     """Ground truth of a rendered clip as stored in its JSON.
 
     times: (T,) s; markers: (T, M, 3) metres in OpenSim ground (X anterior, Y up, Z right,
-    floor Y = 0); shape: phenotype name -> value; camera: intrinsics/extrinsics (see CameraRig.to_dict).
+    floor Y = 0); shape: phenotype name -> value; camera: intrinsics/extrinsics (see CameraRig.to_dict);
+    stature_m: the body's standing height (m).
     """
 
     times: np.ndarray
@@ -43,6 +44,7 @@ class DemoTruth:
     camera: dict
     motion: str
     fps: float
+    stature_m: float | None = None
 
 
 def load_truth(path: str | Path = DEMO_METADATA) -> DemoTruth:
@@ -55,4 +57,5 @@ def load_truth(path: str | Path = DEMO_METADATA) -> DemoTruth:
         raise InputError(f"{path} is not rendered-clip metadata (format {doc.get('format')!r})")
     return DemoTruth(times=np.asarray(doc["times"], float), marker_names=tuple(doc["marker_names"]),
                      markers=np.asarray(doc["markers_mm"], float) / 1000.0, shape=doc["shape"],
-                     camera=doc["camera"], motion=doc["motion"], fps=float(doc["fps"]))
+                     camera=doc["camera"], motion=doc["motion"], fps=float(doc["fps"]),
+                     stature_m=doc.get("stature_m"))

@@ -12,7 +12,7 @@ from opensim_biopose.body.markers import VirtualMarkerSet
 from opensim_biopose.render.cameras import CameraRig, camera_rig
 from opensim_biopose.render.motions import motion_pose
 from opensim_biopose.render.offscreen import OffscreenRenderer, RenderConfig
-from opensim_biopose.render.scene import PosedSequence, body_colours, pose_sequence
+from opensim_biopose.render.scene import PosedSequence, body_colours, pose_sequence, standing_height
 from opensim_biopose.render.texture import FlatMesh, backdrop_wall, checker_floor
 
 
@@ -48,6 +48,8 @@ class RenderedClip:
     shape: np.ndarray
     # Seconds spent in OpenGL (scene setup + all frames), for throughput figures.
     render_s: float = 0.0
+    # Standing height of the body (m), as a lab measures it (the pipeline's optional height_m).
+    stature_m: float = 0.0
 
 
 def clip_times(spec: ClipSpec) -> torch.Tensor:
@@ -68,4 +70,5 @@ def render_clip(body: BodyModel, markers: VirtualMarkerSet, shape: torch.Tensor,
     with OffscreenRenderer(rig, backdrop, spec.render) as renderer:
         frames = np.stack([renderer.render(FlatMesh(v, seq.faces, colours)) for v in seq.vertices])
     render_s = time.perf_counter() - t0
-    return RenderedClip(spec, frames, times.numpy().astype(np.float64), rig, seq, shape.numpy(), render_s)
+    return RenderedClip(spec, frames, times.numpy().astype(np.float64), rig, seq, shape.numpy(), render_s,
+                        standing_height(body, shape))

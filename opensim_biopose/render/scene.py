@@ -142,6 +142,14 @@ def body_colours(body: BodyModel, seed: int = 0) -> np.ndarray:
     return clothes_colours(_bone_names(body), _dominant(body), rest_up=rest[:, 1], rest_back=-rest[:, 0], seed=seed)
 
 
+def standing_height(body: BodyModel, shape: torch.Tensor) -> float:
+    """Stature (m) of the body with phenotypes ``shape`` (S,) in its rest pose: what a tape measure gives."""
+    with torch.no_grad():
+        v = body(torch.zeros(1, len(body.pose_joint_names), 3), shape[None]).vertices[0]
+    up = to_opensim_ground(v.to(torch.float64), body.frame)[:, 1]
+    return float(up.max() - up.min())
+
+
 def keypoints_ground(body: BodyModel, seq: PosedSequence, names: tuple[str, ...]) -> np.ndarray:
     """(T, K, 3) the body model's own keypoints ``names`` (e.g. COCO joints) on the rendered mesh, metres.
 
