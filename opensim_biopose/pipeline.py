@@ -95,11 +95,16 @@ class SolverConfig:
     # Refine on OpenSim's IK objective (the scaled model, the IK weights): the .mot then agrees with
     # OpenSim's InverseKinematicsTool on the written .trc + .osim. Off: NeurIK's answer as is.
     refine: bool = True
+    # "cpu" or "cuda": validated up front (a missing GPU is an InputError, not a crash mid-run);
+    # the stages themselves run on the CPU in this version.
     device: str = "cpu"
 
 
 @dataclass(frozen=True)
 class ReportStageConfig:
+    """The HTML report (``<stem>_report.html``)."""
+
+    # On by default: the report is how a user sees whether the video gave a trustworthy answer.
     enabled: bool = True
     # Keyframes with overlays: 4 spread over the video shows the motion without a heavy page.
     keyframes: int = 4
