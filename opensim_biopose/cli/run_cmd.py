@@ -45,6 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fit-rate", type=float, metavar="HZ",
                         help="fit the body at most HZ frames per second and interpolate between (speed; "
                              "default: every frame)")
+    parser.add_argument("--threads", type=int, metavar="K",
+                        help="CPU threads for torch (default: torch's choice; 1 is faster on a busy shared machine)")
     parser.add_argument("--no-report", action="store_true", help="skip the HTML report")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.add_argument("--quiet", action="store_true", help="no per-stage progress lines")
@@ -97,6 +99,12 @@ def run(args: argparse.Namespace) -> int:
     if not args.video.exists():
         raise InputError(f"video {args.video} does not exist; check the path")
     config = build_config(args)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise InputError(f"--threads {args.threads}: give at least 1")
+        import torch
+
+        torch.set_num_threads(args.threads)
     # Refuse before minutes of work, not after.
     check_outputs(output_files(args.out, args.video.stem, config.report.enabled), args.overwrite)
     result = run_pipeline(args.video, config)
