@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from opensim_biopose.kinematics.functions import FunctionSpec, FunctionTable, PolynomialSpec
+from opensim_biopose.kinematics.jacobian import JacobianLayout, build_jacobian_layout
 from opensim_biopose.kinematics.osim_reader import AxisSpec, CouplerSpec, FrameSpec, JointSpec, KinematicModel
 from opensim_biopose.kinematics.rotations import rotation_factor_matrices
 from opensim_biopose.kinematics.tree import JointLayout, RotationGroup, TreeLevels
@@ -47,6 +48,7 @@ class CompiledModel:
     coordinate_is_rotational: Tensor  # (n,) bool
     coordinate_dependent: Tensor  # (n,) bool
     independent_index: Tensor  # (n_ind,) long
+    jacobian: JacobianLayout
 
 
 def move_to(value: Any, device: torch.device | str | None, dtype: torch.dtype | None) -> Any:
@@ -85,10 +87,12 @@ class _AxisRows:
     def __init__(self) -> None:
         self.functions: list[FunctionSpec] = []
         self.arguments: list[int] = []
+        self.coordinates: list[int] = []  # -1 for constants
 
     def add(self, axis: AxisSpec) -> int:
         self.functions.append(axis.function)
         self.arguments.append(max(axis.coordinate, 0))  # constants ignore their argument
+        self.coordinates.append(axis.coordinate)
         return len(self.functions) - 1
 
 
@@ -98,16 +102,20 @@ Members = list[tuple[int, list[tuple[int, AxisSpec]]]]  # (joint, [(row, rotatio
 def _rotation_group(count: int, members: Members, joints: list[JointSpec]) -> RotationGroup:
     """Fold each joint's frame rotations into its first and last rotation factors."""
     matrices = torch.zeros(count, 3, len(members), 3, 3, dtype=torch.float64)
+    axes = torch.zeros(count, len(members), 3, dtype=torch.float64)
     for m, (j, active) in enumerate(members):
         r_pf, r_mc = _mat(joints[j].parent_frame), _mat(joints[j].child_frame).T
         for i, (_, axis) in enumerate(active):
-            factor = rotation_factor_matrices(torch.tensor(axis.axis, dtype=torch.float64))
+            direction = torch.tensor(axis.axis, dtype=torch.float64)
+            axes[i, m] = r_pf @ direction if i == 0 else direction
+            factor = rotation_factor_matrices(direction)
             factor = r_pf @ factor if i == 0 else factor
             matrices[i, :, m] = factor @ r_mc if i == count - 1 else factor
     return RotationGroup(
         joints=torch.tensor([j for j, _ in members], dtype=torch.long),
         rows=torch.tensor([[r for r, _ in active] for _, active in members], dtype=torch.long).T.contiguous(),
         matrices=matrices,
+        axes=axes,
     )
 
 
@@ -173,6 +181,7 @@ def compile_model(model: KinematicModel) -> CompiledModel:
         dependent[c.dependent] = True
     long, f64 = torch.long, torch.float64
     return CompiledModel(
+        jacobian=_jacobian_layout(layout, rows, len(coords)),
         axis_table=FunctionTable.build(rows.functions),
         axis_coordinate=torch.tensor(rows.arguments, dtype=long),
         layout=layout,
@@ -187,6 +196,23 @@ def compile_model(model: KinematicModel) -> CompiledModel:
         coordinate_is_rotational=torch.tensor([c.rotational for c in coords], dtype=torch.bool),
         coordinate_dependent=dependent,
         independent_index=torch.nonzero(~dependent).flatten(),
+    )
+
+
+def _jacobian_layout(layout: JointLayout, rows: _AxisRows, num_coordinates: int) -> JacobianLayout:
+    long = torch.long
+    rotation_rows = [g.rows.flatten() for g in layout.groups]  # axis-major, as local_rotations_and_axes
+    rotation_joints = [g.joints.repeat(g.rows.shape[0]) for g in layout.groups]
+    translation_joints = layout.translation_membership.argmax(0) if layout.translation_rows.numel() else torch.zeros(0, dtype=long)
+    return build_jacobian_layout(
+        rotation_rows=torch.cat(rotation_rows) if rotation_rows else torch.zeros(0, dtype=long),
+        rotation_joints=torch.cat(rotation_joints) if rotation_joints else torch.zeros(0, dtype=long),
+        translation_rows=layout.translation_rows,
+        translation_joints=translation_joints,
+        axis_coordinate=rows.coordinates,
+        joint_parent_body=layout.parent_body.tolist(),
+        joint_child_body=layout.child_body.tolist(),
+        num_coordinates=num_coordinates,
     )
 
 

@@ -34,6 +34,9 @@ class RotationGroup:
     joints: Tensor  # (Jk,) long: joint indices, tree order
     rows: Tensor  # (k, Jk) long: rows of the axis-value tensor holding each angle
     matrices: Tensor  # (k, 3, Jk, 3, 3)
+    # (k, Jk, 3) unit axes for the Jacobian: axis 0 in the parent body (F's rotation applied),
+    # axis i >= 1 in the frame of the first i factors (rotated into the parent body per pose).
+    axes: Tensor
 
 
 def group_rotations(group: RotationGroup, values: Tensor) -> Tensor:
@@ -46,6 +49,25 @@ def group_rotations(group: RotationGroup, values: Tensor) -> Tensor:
         result = factor if result is None else matmul33(result, factor)
     assert result is not None
     return result
+
+
+def group_rotations_and_axes(group: RotationGroup, values: Tensor) -> tuple[Tensor, Tensor]:
+    """Rotations (Jk, 3, 3, B) of one group and its rotation axes in the parent body
+    (k, Jk, 3, B), from axis values (A, B) radians: axis i is the first i factors applied to
+    its constant direction (factor i leaves its own axis unchanged)."""
+    result = None
+    axes = []
+    for i in range(group.rows.shape[0]):
+        if result is None:
+            axes.append(group.axes[0].unsqueeze(-1).expand(-1, -1, values.shape[1]))
+        else:
+            axes.append(matvec3(result, group.axes[i].unsqueeze(-1)))
+        angle = values[group.rows[i]].unsqueeze(1).unsqueeze(1)  # (Jk, 1, 1, B)
+        m = group.matrices[i].unsqueeze(-1)  # (3, Jk, 3, 3, 1)
+        factor = m[0] + torch.cos(angle) * m[1] + torch.sin(angle) * m[2]
+        result = factor if result is None else matmul33(result, factor)
+    assert result is not None
+    return result, torch.stack(axes)
 
 
 @dataclass(frozen=True)
@@ -76,6 +98,30 @@ def local_rotations(layout: JointLayout, values: Tensor) -> Tensor:
     return torch.cat(parts, 0)[layout.order]
 
 
+def local_rotations_and_axes(layout: JointLayout, values: Tensor) -> tuple[Tensor, Tensor]:
+    """Rotations parent body <- child body (J, 3, 3, B) and the q-dependent rotation axes in
+    their parent bodies (R, 3, B), groups in order, each flattened axis-major (as
+    ``torch.cat([g.rows.flatten() for g in layout.groups])``)."""
+    batch = values.shape[1]
+    parts = [layout.fixed_rotations.unsqueeze(-1).expand(-1, -1, -1, batch)]
+    axes = [values.new_zeros(0, 3, batch)]
+    for g in layout.groups:
+        rotation, group_axes = group_rotations_and_axes(g, values)
+        parts.append(rotation)
+        axes.append(group_axes.flatten(0, 1))
+    return torch.cat(parts, 0)[layout.order], torch.cat(axes, 0)
+
+
+def translation_factors(layout: JointLayout, scales: Tensor | None) -> Tensor | None:
+    """(T, B or 1) factors OpenSim's Model.scale applies to each translation value, or None
+    unscaled: (axis . parent factors) for scaled axes, 1 for the others."""
+    if scales is None:
+        return None
+    s_axis = scales[layout.translation_parent]  # (T, 3, B|1)
+    factor = (layout.translation_scale_axes.unsqueeze(-1) * s_axis).sum(1)
+    return factor + layout.translation_unscaled.unsqueeze(-1)
+
+
 def local_translations(layout: JointLayout, values: Tensor, rotations: Tensor, scales: Tensor | None) -> Tensor:
     """Origins of child bodies in parent bodies (J, 3, B), metres.
 
@@ -86,9 +132,7 @@ def local_translations(layout: JointLayout, values: Tensor, rotations: Tensor, s
     t = values[layout.translation_rows]  # (T, B)
     p_pf, p_cm = layout.p_pf.unsqueeze(-1), layout.p_cm.unsqueeze(-1)
     if scales is not None:
-        s_axis = scales[layout.translation_parent]  # (T, 3, B|1)
-        factor = (layout.translation_scale_axes.unsqueeze(-1) * s_axis).sum(1)
-        t = t * (factor + layout.translation_unscaled.unsqueeze(-1))
+        t = t * translation_factors(layout, scales)
         p_pf = p_pf * scales[layout.parent_body]
         p_cm = p_cm * scales[layout.child_body]
     moved = t.unsqueeze(1) * layout.translation_axes.unsqueeze(-1)  # (T, 3, B)
