@@ -120,14 +120,41 @@ def test_refine_respects_bounds_locks_and_ignores_absent_markers() -> None:
     assert bool((bounded.marker_rms[below] >= full.marker_rms[below] - 1e-9).all())
 
 
-def test_refine_config_selects_the_jacobian_and_both_agree() -> None:
+def test_refine_config_selects_the_jacobian_and_all_agree() -> None:
     setup = read_ik_setup(shared_path("opensim", "trials", "gait2354_walk1", "subject01_Setup_IK.xml"))
     sk = _skeleton(setup.model_file)
     trial = prepare_trial(job_from_setup(setup, time_range=(0.8, 0.84)), sk)
     q0 = sk.coordinate_defaults.double().expand(len(trial.times), -1)
     a = refine(sk, trial.xyz, trial.weights, q0, config=RefineConfig(jacobian="forward_ad"))
     b = refine(sk, trial.xyz, trial.weights, q0, config=RefineConfig(jacobian="finite_difference"))
+    c = refine(sk, trial.xyz, trial.weights, q0)  # analytic, the default
     assert torch.rad2deg((a.q - b.q).abs()).max() < 1e-3
+    assert torch.rad2deg((a.q - c.q).abs()).max() < 1e-3
+
+
+def test_analytic_residual_jacobian_equals_forward_ad_with_coupled_tasks() -> None:
+    """Marker rows and coordinate-task rows (a task on a coupled coordinate included) per column."""
+    from opensim_biopose.neurik.refine import CoordinateTargets, JACOBIANS, _build_problem
+
+    sk = _skeleton(shared_path("opensim", "models", "Rajagopal2016.osim"))
+    gen = torch.Generator().manual_seed(1)
+    frames, m = 3, len(sk.marker_names)
+    lo, hi = sk.coordinate_ranges.double().unbind(1)
+    q = lo + (hi - lo) * torch.rand(frames, len(lo), generator=gen, dtype=torch.float64)
+    markers = sk.forward(q).markers + 0.01 * torch.randn(frames, m, 3, generator=gen, dtype=torch.float64)
+    markers[0, 3] = float("nan")
+    dependent = int(torch.nonzero(sk.coordinate_dependent)[0])
+    tasks = CoordinateTargets(
+        torch.tensor([dependent, sk.coordinate_index("hip_flexion_r")]),
+        torch.tensor([2.0, 0.5], dtype=torch.float64), torch.tensor([0.1, 0.2], dtype=torch.float64),
+    )
+    problem = _build_problem(sk, markers, torch.rand(m, generator=gen, dtype=torch.float64), tasks)
+    x = q[:, problem.free]
+    r_a, jac_a = JACOBIANS["analytic"](sk, q, x, problem, 1e-7)
+    r_f, jac_f = JACOBIANS["forward_ad"](sk, q, x, problem, 1e-7)
+    assert torch.allclose(r_a, r_f, atol=1e-14)
+    assert (jac_a - jac_f).abs().max() < 1e-10 * jac_f.abs().max()
+    assert jac_a[:, :, -2].abs().max() > 0.1  # the coupled coordinate's task row depends on its independent
 
 
 def test_coordinate_tasks_pull_coordinates_to_manual_and_file_values() -> None:

@@ -10,16 +10,16 @@ coordinate ranges are hard bounds, locked coordinates stay at their default, and
 
 The solver is a projected Levenberg-Marquardt method run on every frame in one batch: the
 residual ``r = [sqrt(w_i) (x_i - m_i); sqrt(w_j) (q_j - v_j)]`` and its Jacobian with respect
-to the free coordinates come from one batched forward pass per iteration (finite differences,
-with coordinates that share no residual row perturbed together; forward-mode autodiff as an
-option). Bounds are handled with an active set: a variable at a bound whose gradient pushes
+to the free coordinates come from one batched pass per iteration: by default the Skeleton's
+analytic marker Jacobian (``Skeleton.jacobians``); finite differences (coordinates that share
+no residual row perturbed together) and forward-mode autodiff remain as options to check it.
+Bounds are handled with an active set: a variable at a bound whose gradient pushes
 outwards is held there for the step, and every step is projected back into the box. Frames
 that end in another local minimum than their neighbours are re-solved from a neighbour's
 answer (the batched counterpart of OpenSim's frame-to-frame warm start).
 
-Cost: per iteration and frame, (colour groups + 1) Skeleton poses — 10 on gait2354, 12 on
-Rajagopal2016; root translations have constant slopes and need none — so the Skeleton's
-forward pass bounds the speed.
+Cost: per iteration and frame, one Skeleton pass with derivatives (analytic); the finite
+differences need (colour groups + 1) poses instead — 10 on gait2354, 12 on Rajagopal2016.
 """
 from __future__ import annotations
 
@@ -56,10 +56,10 @@ class RefineConfig:
     max_damping: float = 1e10
     # Frames per batch: bounds memory (Jacobian batch = frames x free coordinates forward passes).
     chunk_frames: int = 512
-    # How the Jacobian is obtained; see JACOBIANS.
-    # Finite differences: one plain batched forward pass, ~2-5x faster than forward-mode AD through
-    # the Skeleton on CPU, and as accurate at the optimum (see tests/test_refine.py).
-    jacobian: str = "finite_difference"
+    # How the Jacobian is obtained; see JACOBIANS. "analytic" (Skeleton.jacobians) is exact and
+    # costs one pass; "finite_difference" (10-12 poses per frame) and "forward_ad" (one tangent
+    # per coordinate) are kept to cross-check it (tests/test_refine.py).
+    jacobian: str = "analytic"
     # Finite-difference step (rad / m) when jacobian == "finite_difference".
     fd_step: float = 1e-7
     # Frames are solved independently, so one can settle in another local minimum than its
@@ -92,6 +92,8 @@ class SkeletonLike(Protocol):
     coordinate_defaults: torch.Tensor
 
     def forward(self, q: torch.Tensor, scales=None, marker_offsets=None): ...
+
+    def jacobians(self, q: torch.Tensor, scales=None, marker_offsets=None): ...
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -174,6 +176,20 @@ def _with_free(q_base: torch.Tensor, free: torch.Tensor, x: torch.Tensor) -> tor
     q = q_base.clone()
     q[:, free] = x
     return q
+
+
+def _jacobian_analytic(
+    sk: SkeletonLike, q_base: torch.Tensor, x: torch.Tensor, problem: _Problem, fd_step: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Residual (B, R) and exact Jacobian, transposed (B, F, R), from one ``sk.jacobians`` pass."""
+    out = sk.jacobians(_with_free(q_base, problem.free, x))
+    marker_res = (out.markers - problem.markers) * problem.sqrt_w[..., None]  # (B, M, 3)
+    task_res = (out.q_full[:, problem.task_index] - problem.task_values) * problem.task_sqrt_w
+    r = torch.cat([marker_res.flatten(1), task_res], dim=1)
+    marker_jac = out.marker_jacobian[..., problem.free] * problem.sqrt_w[..., None, None]  # (B, M, 3, F)
+    task_jac = out.coordinate_jacobian[:, problem.task_index][..., problem.free] * problem.task_sqrt_w[:, None]
+    jac = torch.cat([marker_jac.flatten(1, 2), task_jac], dim=1)  # (B, R, F)
+    return r, jac.transpose(1, 2)
 
 
 def _jacobian_forward_ad(
@@ -277,6 +293,7 @@ def _colour_columns(pattern: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
 
 JacobianFn = Callable[[SkeletonLike, torch.Tensor, torch.Tensor, _Problem, float], tuple[torch.Tensor, torch.Tensor]]
 JACOBIANS: dict[str, JacobianFn] = {
+    "analytic": _jacobian_analytic,
     "forward_ad": _jacobian_forward_ad,
     "finite_difference": _jacobian_finite_difference,
 }
