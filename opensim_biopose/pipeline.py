@@ -316,11 +316,21 @@ def _rename_trc_header(tmp: Path, final_name: str) -> None:
 
 @dataclass(frozen=True, eq=False)
 class SubjectMarkers:
-    """Virtual markers ready for the OpenSim model: names mapped, size fixed. (T, M, 3) metres, ground."""
+    """Virtual markers ready for the OpenSim model: names mapped, size fixed. (T, M, 3) metres, ground.
+
+    ``static``: (1, M, 3) the fitted body standing in its rest pose (the mesh backend's "static
+    trial"), or None; segment sizes are measured on it when present, else on the moving frames.
+    """
 
     names: tuple[str, ...]
     xyz: np.ndarray
     scale: float
+    static: np.ndarray | None = None
+
+    @property
+    def for_measuring(self) -> np.ndarray:
+        """(T', M, 3) the frames segment sizes are measured on."""
+        return self.static if self.static is not None else self.xyz
 
 
 @dataclass(frozen=True, eq=False)
@@ -433,7 +443,7 @@ def _stature_from_markers(sk) -> float:
 
 def estimated_stature(model: ModelPair, markers: SubjectMarkers, config: ScalingConfig) -> float:
     """The subject's stature (m) implied by the markers: the model's stature x the overall scale factor."""
-    return model.stature_m * measure_scale_factors(model.skeleton, markers.names, markers.xyz, config).overall
+    return model.stature_m * measure_scale_factors(model.skeleton, markers.names, markers.for_measuring, config).overall
 
 
 def subject_markers(fit: MeshFit, model: ModelPair, config: SubjectConfig,
@@ -446,12 +456,14 @@ def subject_markers(fit: MeshFit, model: ModelPair, config: SubjectConfig,
         raise InputError(
             f"none of the virtual markers ({', '.join(names[:6])}, ...) is a marker of model {model.path}; "
             "map them with --marker-map JSON ({\"virtual name\": \"model marker\"})")
-    markers = SubjectMarkers(names, fit.markers.astype(np.float64), 1.0)
+    rest = getattr(fit, "rest_markers", None)
+    static = None if rest is None else np.asarray(rest, np.float64)[None]
+    markers = SubjectMarkers(names, fit.markers.astype(np.float64), 1.0, static)
     if config.height_m is None:
         return markers
     k = config.height_m / estimated_stature(model, markers, scaling)
     log.info("rescaling virtual markers by %.3f for a stature of %.2f m", k, config.height_m)
-    return SubjectMarkers(names, markers.xyz * k, k)
+    return SubjectMarkers(names, markers.xyz * k, k, None if static is None else static * k)
 
 
 def solve_neurik(model: ModelPair, markers: SubjectMarkers, times: np.ndarray, config: SolverConfig
@@ -594,7 +606,7 @@ def run_pipeline(video: str | os.PathLike[str], config: PipelineConfig = Pipelin
     times = np.asarray(fit.times, np.float64)
     with clock.stage("scale", f"scaling {model.path.name} to the subject"):
         markers = subject_markers(fit, model, config.subject, config.scaling)
-        factors = measure_scale_factors(model.skeleton, markers.names, markers.xyz, config.scaling)
+        factors = measure_scale_factors(model.skeleton, markers.names, markers.for_measuring, config.scaling)
     with clock.stage("neurik", "NeurIK on the generic model"):
         q0, how = solve_neurik(model, markers, times, config.solver)
     if q0 is None:

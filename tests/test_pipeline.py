@@ -181,7 +181,7 @@ def test_neurik_start_then_refinement_on_the_scaled_model(run_result, tmp_path):
     neurik.train_neurik(model.skeleton, names, [model.weights[n] for n in names], None,
                         neurik.TrainConfig(steps=2, batch=2), ckpt, resume=False, progress=False)
     markers = subject_markers(result.mesh, model, SubjectConfig())
-    factors = measure_scale_factors(model.skeleton, markers.names, markers.xyz)
+    factors = measure_scale_factors(model.skeleton, markers.names, markers.for_measuring)
     solver = SolverConfig(weights=ckpt, train=False)
     q0, how = solve_neurik(model, markers, result.times, solver)
     assert how == "NeurIK" and q0.shape == (result.num_frames, len(model.skeleton.coordinate_names))
