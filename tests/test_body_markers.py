@@ -5,13 +5,20 @@ Anny frame: +X subject's left, -Y anterior, +Z up, metres.
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 
 pytest.importorskip("anny")
 
 from opensim_biopose.body.anny_model import AnnyBody  # noqa: E402
-from opensim_biopose.body.markers import load_marker_set  # noqa: E402
+from opensim_biopose.body.frames import ANNY_FRAME, to_opensim_ground  # noqa: E402
+from opensim_biopose.body.markers import VirtualMarkerSet, load_marker_set  # noqa: E402
+from opensim_biopose.errors import InputError  # noqa: E402
+from opensim_biopose.plugins import get_registry  # noqa: E402
 
 # (gender, age, muscle, weight, height, proportions): the neutral body, then the corners that
 # stress marker placement the most (height kept in 0.25-0.75, see DESIGN.md).
@@ -26,13 +33,19 @@ SIDES = ("L", "R")
 
 
 @pytest.fixture(scope="module")
-def posed() -> dict[str, dict[str, torch.Tensor]]:
-    """Marker positions (name -> (3,) m) and stature (m) per shape, rest pose."""
+def rest_bodies():
+    """(AnnyBody, BodyOutput) of every shape in :data:`SHAPES`, rest pose, anny frame (m)."""
     torch.set_num_threads(1)
     body = AnnyBody()
-    markers = load_marker_set("anny-pig53")
     shapes = torch.tensor(list(SHAPES.values()))
-    out = body(body.zero_pose(len(SHAPES)), shapes)
+    return body, body(body.zero_pose(len(SHAPES)), shapes)
+
+
+@pytest.fixture(scope="module")
+def posed(rest_bodies) -> dict[str, dict[str, torch.Tensor]]:
+    """Marker positions (name -> (3,) m) and stature (m) per shape, rest pose."""
+    body, out = rest_bodies
+    markers = load_marker_set("anny-pig53")
     pos = markers.positions(out.vertices)
     result = {}
     for i, key in enumerate(SHAPES):
@@ -48,7 +61,7 @@ def posed() -> dict[str, dict[str, torch.Tensor]]:
 
 def test_marker_set_names_and_version() -> None:
     markers = load_marker_set("anny-pig53")
-    assert markers.version == 1 and markers.body_model == "anny"
+    assert markers.version == 2 and markers.body_model == "anny"
     assert len(markers.names) == 53 and len(set(markers.names)) == 53
     for side in SIDES:
         for stem in ("ASI", "PSI", "KNE", "KNM", "ANK", "MED", "HEE", "TOE", "SHO", "ELB", "MEL", "WRA", "WRB"):
@@ -116,3 +129,132 @@ def test_heights_ordered_and_anthropometric(posed, shape) -> None:
         assert z[f"{s}FHD"] > 0.88 * h
     assert z["SACR"] < z["T10"] < z["C7"]
     assert z["STRN"] < z["CLAV"]
+    # Cervicale ~0.87 H and suprasternale ~0.82 H standing (ANSUR II means, Gordon et al. 2014,
+    # as fractions of mean stature); wide margins for body types and Anny's rig.
+    assert 0.82 < z["C7"] / h < 0.89, f"{shape}: C7 at {z['C7'] / h:.3f} H"
+    assert 0.79 < z["CLAV"] / h < 0.845, f"{shape}: CLAV at {z['CLAV'] / h:.3f} H"
+
+
+# ----------------------------------------------------------------------------- versions
+def test_bare_name_is_the_newest_version_and_older_ones_stay_loadable() -> None:
+    newest, v1 = load_marker_set("anny-pig53"), load_marker_set("anny-pig53@v1")
+    assert (newest.version, v1.version, load_marker_set("anny-pig53@v2").version) == (2, 1, 2)
+    assert newest.names == v1.names          # same markers in the same order; only placement changed
+    moved = [n for n in newest.names if not torch.equal(_rows(newest)[n], _rows(v1)[n])]
+    assert {n.lstrip("LR") for n in moved} == {"TOE", "ANK", "MED", "FHD", "C7", "CLAV", "STRN"}
+    registry = get_registry()
+    assert registry.create("marker_sets", "anny-pig53@v1").version == 1
+    assert registry.create("marker_sets", "anny-pig53").version == 2
+    with pytest.raises(InputError, match="anny-pig53@v1"):
+        load_marker_set("anny-pig53@v9")     # the error lists the built-in names
+
+
+def _rows(markers: VirtualMarkerSet) -> dict[str, torch.Tensor]:
+    """Marker name -> its (K,) vertex indices (padding slots of weight 0 dropped)."""
+    reg = markers.regressor
+    return {n: ix[w > 0] for n, ix, w in zip(markers.names, reg.indices, reg.weights)}
+
+
+# ----------------------------------------------------------------------------- v2 landmarks
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_toe_tip_temples_and_malleoli(posed, rest_bodies, shape) -> None:
+    """The v2 placements: toe marker at the toe tip, front head markers over the temples, lateral
+    malleolus below and behind the medial one -- where the default OpenSim model has them."""
+    m = posed[shape]
+    vertices = rest_bodies[1].vertices[list(SHAPES).index(shape)]
+    vertices = vertices - torch.tensor([0.0, 0.0, float(vertices[:, 2].min())])
+    h = m["_stature"].item()
+    for s, sign in (("L", 1.0), ("R", -1.0)):
+        foot = vertices[(torch.sign(vertices[:, 0]) == sign) & (vertices[:, 2] < 0.06 * h)]
+        toe = m[f"{s}TOE"]
+        # the tip is the foot's most anterior point (-Y); v1 sat on the metatarsal heads, 5.6 cm back
+        assert toe[1].item() - foot[:, 1].min().item() < 0.006, f"{shape}: {s}TOE behind the toe tip"
+        assert 0.008 < toe[2].item() < 0.035, f"{shape}: {s}TOE not on the dorsum of the toe"
+        assert abs(m[f"{s}MT1"][0]) < abs(toe[0]) < abs(m[f"{s}MT5"][0]), f"{shape}: {s}TOE not on a middle toe"
+        ank, med = m[f"{s}ANK"], m[f"{s}MED"]
+        assert ank[2] < med[2], f"{shape}: {s}ANK (lateral malleolus) above {s}MED"
+        assert 0.005 < (ank[1] - med[1]).item() < 0.04, f"{shape}: {s}ANK not behind {s}MED"
+    head = vertices[(vertices[:, 2] - m["RFHD"][2]).abs() < 0.01]
+    half_breadth = head[:, 0].abs().max().item()
+    for s in SIDES:
+        ratio = abs(m[f"{s}FHD"][0].item()) / half_breadth
+        assert 0.65 < ratio < 0.85, f"{shape}: {s}FHD at {ratio:.2f} of the head's half-breadth (temple ~0.75)"
+
+
+# ----------------------------------------------------------------------------- against the model
+def _opensim_ik(names: tuple[str, ...], xyz: np.ndarray, stature_m: float, work: Path):
+    """OpenSim IK of one static frame ``xyz`` (M, 3) m (ground, floor y = 0) on the default model
+    built at ``stature_m`` with its shipped IK setup. Returns (coordinates: name -> deg or m,
+    residuals: name -> model minus target, m)."""
+    osim = pytest.importorskip("opensim")
+    from opensim_biopose.io.trc import MarkerData, write_trc
+    from osim_models import DEFAULT_IK_SETUP
+    from osim_models.build_default_model import write_model
+
+    osim.Logger.removeFileSink()
+    osim.Logger.setLevelString("warn")
+    model_path = write_model(work / "model.osim", stature_m, 70.0)
+    write_trc(work / "static.trc", MarkerData(np.array([0.0, 0.01]), names, np.stack([xyz, xyz]), 100.0))
+    cwd = os.getcwd()
+    os.chdir(work)                       # IK resolves the setup's relative paths against the cwd
+    try:
+        tool = osim.InverseKinematicsTool(str(DEFAULT_IK_SETUP))
+        tool.set_model_file(str(model_path))
+        tool.setMarkerDataFileName(str(work / "static.trc"))
+        tool.setOutputMotionFileName(str(work / "static.mot"))
+        tool.setResultsDir(str(work))
+        tool.set_accuracy(1e-6)
+        tool.setStartTime(0.0)
+        tool.setEndTime(0.0)
+        tool.run()
+    finally:
+        os.chdir(cwd)
+    model = osim.Model(str(model_path))
+    state = model.initSystem()
+    motion = osim.Storage(str(work / "static.mot"))
+    labels, row = motion.getColumnLabels(), motion.getStateVector(0).getData()
+    q = {}
+    for i in range(row.getSize()):
+        coord = model.getCoordinateSet().get(labels.get(i + 1))
+        q[coord.getName()] = row.get(i)
+        rotational = coord.getMotionType() == 1
+        coord.setValue(state, np.radians(row.get(i)) if rotational else row.get(i), False)
+    model.realizePosition(state)
+    residual = {}
+    for name, target in zip(names, xyz):
+        located = model.getMarkerSet().get(name).getLocationInGround(state).to_numpy().copy()
+        residual[name] = located - target
+    return q, residual
+
+
+def _neutral_ik(rest_bodies, work: Path, marker_set: str) -> tuple[dict[str, float], dict[str, float], float]:
+    """IK of the neutral body's markers: (coordinates deg/m, per-marker residual mm, RMS residual mm)."""
+    markers = load_marker_set(marker_set)
+    ground = to_opensim_ground(rest_bodies[1].vertices[0].double(), ANNY_FRAME)    # (V, 3), Y up
+    floor = ground[:, 1].min()
+    xyz = markers.positions(ground[None])[0].numpy() - np.array([0.0, float(floor), 0.0])
+    q, residual = _opensim_ik(markers.names, xyz, float(ground[:, 1].max() - floor), work)
+    errors_mm = {n: 1000.0 * float(np.linalg.norm(d)) for n, d in residual.items()}
+    return q, errors_mm, float(np.sqrt(np.mean(np.square(list(errors_mm.values())))))
+
+
+def test_opensim_ik_of_the_neutral_body_on_the_default_model(rest_bodies, tmp_path) -> None:
+    """Markers that name the model's points leave a small IK residual and the toes unbent.
+
+    The model is built at the neutral body's stature but not scaled, so part of the residual is
+    segment proportions (arms, trunk), not placement.
+    """
+    q, errors_mm, rms_mm = _neutral_ik(rest_bodies, tmp_path, "anny-pig53")
+    for side in ("r", "l"):
+        assert abs(q[f"mtp_angle_{side}"]) < 10.0, f"toes bent {q[f'mtp_angle_{side}']:.1f} deg"
+    assert rms_mm < 18.0, f"RMS residual {rms_mm:.1f} mm"
+    for name in ("RTOE", "LTOE", "RFHD", "LFHD", "RANK", "LANK", "RMED", "LMED"):
+        assert errors_mm[name] < 12.0, f"{name} {errors_mm[name]:.1f} mm from the model's marker"
+
+
+def test_v1_toe_marker_bends_the_toes(rest_bodies, tmp_path) -> None:
+    """The record of what v2 fixes (same IK): v1's toe marker sat on the metatarsal heads, and IK
+    bent the toes ~65 deg to reach it; its front head markers sat on the forehead."""
+    q, errors_mm, _ = _neutral_ik(rest_bodies, tmp_path, "anny-pig53@v1")
+    assert q["mtp_angle_r"] < -40.0 and q["mtp_angle_l"] < -40.0
+    assert errors_mm["RTOE"] > 25.0 and errors_mm["RFHD"] > 20.0

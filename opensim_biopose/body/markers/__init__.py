@@ -22,10 +22,26 @@ from opensim_biopose.body.base import VertexRegressor
 from opensim_biopose.errors import InputError
 
 FORMAT = "opensim-biopose.virtual-markers"
-SUPPORTED_VERSIONS = (1,)
+# The file layout is the same in every version; the version number counts index changes.
+SUPPORTED_VERSIONS = (1, 2)
 
-# Built-in sets: registry name -> file in this folder.
-BUILTIN_SETS: dict[str, str] = {"anny-pig53": "anny_pig53_v1.json"}
+# Built-in sets: name -> version -> file in this folder. The bare name loads the newest version;
+# "<name>@v<N>" pins one (results and trained networks made with an older set stay reproducible).
+BUILTIN_VERSIONS: dict[str, dict[int, str]] = {
+    "anny-pig53": {1: "anny_pig53_v1.json", 2: "anny_pig53_v2.json"},
+}
+
+
+def _builtin_names(versions: dict[str, dict[int, str]]) -> dict[str, str]:
+    """Registry name -> file: ``name`` (newest version) and ``name@vN`` for every version."""
+    names: dict[str, str] = {}
+    for name, files in versions.items():
+        names[name] = files[max(files)]
+        names.update({f"{name}@v{v}": f for v, f in sorted(files.items())})
+    return names
+
+
+BUILTIN_SETS: dict[str, str] = _builtin_names(BUILTIN_VERSIONS)
 
 
 @dataclass(frozen=True)
@@ -55,7 +71,7 @@ class VirtualMarkerSet:
 
 
 def load_marker_set(path_or_name: str | os.PathLike[str]) -> VirtualMarkerSet:
-    """A built-in set by name (e.g. ``"anny-pig53"``) or a JSON file in the format above."""
+    """A built-in set by name (``"anny-pig53"``: newest; ``"anny-pig53@v1"``: that version) or a JSON file."""
     key = str(path_or_name)
     if key in BUILTIN_SETS:
         text = resources.files(__name__).joinpath(BUILTIN_SETS[key]).read_text()
