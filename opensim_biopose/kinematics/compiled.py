@@ -181,7 +181,7 @@ def compile_model(model: KinematicModel) -> CompiledModel:
         dependent[c.dependent] = True
     long, f64 = torch.long, torch.float64
     return CompiledModel(
-        jacobian=_jacobian_layout(layout, rows, len(coords)),
+        jacobian=_jacobian_layout(layout, rows, [m.body + 1 for m in model.markers], model),
         axis_table=FunctionTable.build(rows.functions),
         axis_coordinate=torch.tensor(rows.arguments, dtype=long),
         layout=layout,
@@ -199,7 +199,15 @@ def compile_model(model: KinematicModel) -> CompiledModel:
     )
 
 
-def _jacobian_layout(layout: JointLayout, rows: _AxisRows, num_coordinates: int) -> JacobianLayout:
+def _coupler_roots(model: KinematicModel) -> Tensor:
+    """(n,) long: the independent coordinate each coordinate follows through couplers."""
+    root = list(range(len(model.coordinates)))
+    for c in model.couplers:  # sorted independent-first
+        root[c.dependent] = root[c.independent]
+    return torch.tensor(root, dtype=torch.long)
+
+
+def _jacobian_layout(layout: JointLayout, rows: _AxisRows, marker_rows: list[int], model: KinematicModel) -> JacobianLayout:
     long = torch.long
     rotation_rows = [g.rows.flatten() for g in layout.groups]  # axis-major, as local_rotations_and_axes
     rotation_joints = [g.joints.repeat(g.rows.shape[0]) for g in layout.groups]
@@ -212,7 +220,8 @@ def _jacobian_layout(layout: JointLayout, rows: _AxisRows, num_coordinates: int)
         axis_coordinate=rows.coordinates,
         joint_parent_body=layout.parent_body.tolist(),
         joint_child_body=layout.child_body.tolist(),
-        num_coordinates=num_coordinates,
+        marker_body_rows=marker_rows,
+        root=_coupler_roots(model),
     )
 
 

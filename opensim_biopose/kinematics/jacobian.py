@@ -1,12 +1,11 @@
 """Analytic derivatives of points fixed in bodies with respect to the coordinates.
 
-Pure batch-last tensor math (batch LAST, as in :mod:`tree`). A rotation by angle f(q) about a
+Pure tensor math (inputs batch-last as in :mod:`tree`, outputs batch-first). A rotation by angle f(q) about a
 unit axis w (in ground) through the point o moves every point x of the bodies below it at
 ``dx/dq = f'(q) (w x (x - o))``; a translation by f(q) along w at ``f'(q) w``. Summing
-these over the axes above each body gives, per body and coordinate, two vectors U, V with
-``dx/dq = U x x - V`` for every point x of that body (U = sum f' w over rotations,
-V = sum f' (w x o) over rotations - sum f' w over translations), so a marker's derivative
-costs one cross product. Couplers (q_d = g(q_i)) then fold a dependent coordinate's column
+``dx/dq = U x x - V`` with U = f' w, V = f' (w x o) for a rotation and U = 0, V = -f' w for a
+translation, so each (marker, axis above it) pair costs one cross product; pairs reading the
+same coordinate add up. Couplers (q_d = g(q_i)) then fold a dependent coordinate's column
 into its independent's, times g'(q_i) (chain rule), and the dependent's column becomes zero.
 
 For a CustomJoint, X_FM is the rotations followed by a translation expressed in F, so the
@@ -25,18 +24,45 @@ from opensim_biopose.kinematics.rotations import matvec3
 
 @dataclass(frozen=True)
 class JacobianLayout:
-    """Constant tensors that map transform axes to (body, coordinate) derivative columns.
+    """Constant index tensors from transform axes to marker derivative columns.
 
     Axes are in "Jacobian order": the rotation axes of every rotation group (groups in order,
-    axis-major within a group), then the translation axes in ``JointLayout`` order.
+    axis-major within a group), then the translation axes in ``JointLayout`` order. A "pair"
+    is a marker and an axis above it (its joint is the marker body's or an ancestor's) whose
+    value reads a coordinate; only pairs are evaluated (a marker depends on ~1/3 of the
+    coordinates), then scattered into the dense (M, 3, n) Jacobian.
     """
 
     rotation_rows: Tensor  # (R,) long: rows of the axis-value tensor
     rotation_joints: Tensor  # (R,) long: joint (tree order) of each rotation axis
     translation_joints: Tensor  # (T,) long: joint (tree order) of each translation axis
-    # (1 + NB) * n rows, R + T columns, 0/1: entry ((b, c), a) is 1 where axis a moves body row b
-    # (its joint is b's or an ancestor's) and reads coordinate c.
-    gather: Tensor
+    pair_marker: Tensor  # (P,) long
+    pair_axis: Tensor  # (P,) long: index in Jacobian order
+    pair_coordinate: Tensor  # (P,) long: the coordinate the axis reads (may be a dependent one)
+    root: Tensor  # (n,) long: the independent coordinate each coordinate follows (itself if independent)
+
+
+@dataclass(frozen=True)
+class ColumnPlan:
+    """Where pair derivatives land for one choice of Jacobian columns (independent coordinates)."""
+
+    pairs: Tensor  # (P',) long: the pairs whose root coordinate is a column
+    target: Tensor  # (P', 3) long: flat index (marker * 3 + component) * F + column
+    coordinate_column: Tensor  # (n,) long: column of each coordinate's root, -1 if not a column
+    width: int  # F
+
+
+def column_plan(layout: JacobianLayout, columns: Tensor) -> ColumnPlan:
+    """Plan for Jacobian columns ``columns`` (F,) long, independent coordinates (CPU tensors)."""
+    width = int(columns.numel())
+    column_of = torch.full((layout.root.numel(),), -1, dtype=torch.long)
+    column_of[columns] = torch.arange(width)
+    coordinate_column = column_of[layout.root]
+    pair_column = coordinate_column[layout.pair_coordinate]
+    pairs = torch.nonzero(pair_column >= 0).flatten()
+    component = torch.arange(3, dtype=torch.long)
+    target = (layout.pair_marker[pairs, None] * 3 + component) * width + pair_column[pairs, None]
+    return ColumnPlan(pairs=pairs, target=target, coordinate_column=coordinate_column, width=width)
 
 
 def build_jacobian_layout(
@@ -47,33 +73,38 @@ def build_jacobian_layout(
     axis_coordinate: Sequence[int],
     joint_parent_body: Sequence[int],
     joint_child_body: Sequence[int],
-    num_coordinates: int,
+    marker_body_rows: Sequence[int],
+    root: Tensor,
 ) -> JacobianLayout:
     """Build the layout from plain indices (body rows: model body index + 1, 0 = ground;
     ``axis_coordinate`` -1 for constant functions, which move nothing)."""
     joint_of_body = {child: j for j, child in enumerate(joint_child_body)}
-    num_rows = 1 + len(joint_child_body)
     columns = torch.cat([rotation_rows, translation_rows]).tolist()
     joints = torch.cat([rotation_joints, translation_joints]).tolist()
-    gather = torch.zeros(num_rows, num_coordinates, len(columns), dtype=torch.float64)
-    for body in range(1, num_rows):
-        ancestors, b = set(), body
-        while b != 0:
-            j = joint_of_body[b]
-            ancestors.add(j)
-            b = joint_parent_body[j]
-        for a, (row, joint) in enumerate(zip(columns, joints)):
-            if joint in ancestors and axis_coordinate[row] >= 0:
-                gather[body, axis_coordinate[row], a] = 1.0
+    pairs: list[tuple[int, int, int]] = []
+    for m, body in enumerate(marker_body_rows):
+        ancestors = set()
+        while body != 0:
+            ancestors.add(joint_of_body[body])
+            body = joint_parent_body[joint_of_body[body]]
+        pairs += [
+            (m, a, axis_coordinate[row])
+            for a, (row, joint) in enumerate(zip(columns, joints))
+            if joint in ancestors and axis_coordinate[row] >= 0
+        ]
+    index = torch.tensor(pairs, dtype=torch.long).reshape(-1, 3)
     return JacobianLayout(
         rotation_rows=rotation_rows,
         rotation_joints=rotation_joints,
         translation_joints=translation_joints,
-        gather=gather.flatten(0, 1),
+        pair_marker=index[:, 0].contiguous(),
+        pair_axis=index[:, 1].contiguous(),
+        pair_coordinate=index[:, 2].contiguous(),
+        root=root,
     )
 
 
-def body_motion_vectors(
+def axis_motions(
     layout: JacobianLayout,
     transforms: Tensor,
     joint_parent_body: Tensor,
@@ -84,8 +115,8 @@ def body_motion_vectors(
     translation_axes: Tensor,
     translation_slopes: Tensor,
 ) -> tuple[Tensor, Tensor]:
-    """U, V (1 + NB, n, 3, B) with dx/dq_c = U[b, c] x x - V[b, c] for a point x (ground,
-    metres) fixed in body row b, over the direct effect of each coordinate on the axes.
+    """U, V (B, R + T, 3) BATCH FIRST, per axis in Jacobian order, with dx/dq = U x x - V
+    for a point x (ground, metres) below the axis, through the axis's value alone.
 
     transforms (1 + NB, 4, 4, B) ground <- body; joint_parent_body / joint_child_body (J,) long;
     rotation_axes (R, 3, B) unit, in the parent body; rotation_slopes (R, B) d angle / d q;
@@ -101,32 +132,48 @@ def body_motion_vectors(
     u = w * rotation_slopes.unsqueeze(1)
     tj = layout.translation_joints
     w_t = matvec3(transforms[joint_parent_body[tj], :3, :3], translation_axes.unsqueeze(-1))  # (T, 3, B)
-    v = torch.cat([torch.linalg.cross(u, o, dim=1), -w_t * translation_slopes.unsqueeze(1)], 0)
+    v = torch.cat([cross3(u, o, dim=1), -w_t * translation_slopes.unsqueeze(1)], 0)
     u = torch.cat([u, u.new_zeros(tj.shape[0], 3, batch)], 0)
-    # One GEMM per vector: ((1 + NB) n, R + T) @ (R + T, 3 B).
-    rows = transforms.shape[0]
-    uv = layout.gather @ torch.cat([u, v], 1).flatten(1)  # ((1 + NB) n, 6 B)
-    uv = uv.view(rows, -1, 6, batch)
-    return uv[:, :, :3], uv[:, :, 3:]
+    return u.permute(2, 0, 1), v.permute(2, 0, 1)
 
 
-def point_jacobian(u: Tensor, v: Tensor, body_rows: Tensor, points: Tensor) -> Tensor:
-    """d points / d q (P, n, 3, B) from :func:`body_motion_vectors` U, V, the points' body rows
-    (P,) long and their ground positions (P, 3, B)."""
-    return torch.linalg.cross(u[body_rows], points.unsqueeze(1), dim=2) - v[body_rows]
+def cross3(a: Tensor, b: Tensor, dim: int) -> Tensor:
+    """Cross product along ``dim`` (size 3) with broadcasting; plain elementwise products,
+    several times faster on CPU than torch.linalg.cross on batch-last layouts."""
+    a0, a1, a2 = a.unbind(dim)
+    b0, b1, b2 = b.unbind(dim)
+    return torch.stack([a1 * b2 - a2 * b1, a2 * b0 - a0 * b2, a0 * b1 - a1 * b0], dim)
 
 
-def fold_coupler_columns(jacobian: Tensor, stages: Sequence, q_t: Tensor) -> Tensor:
-    """Chain rule through couplers over the coordinate dimension 1 of ``jacobian`` (X, n, ..., B).
+def chain_slopes(stages: Sequence, q_t: Tensor) -> Tensor:
+    """(n, B) d q_c / d q_root(c) for every coordinate c (1 for independents): the product of
+    the coupler slopes along the chain to its root (chain rule). q_t (n, B) filled."""
+    slopes = torch.ones_like(q_t)
+    for stage in stages:
+        slopes[stage.dependent] = stage.table.slopes(q_t[stage.independent]) * slopes[stage.independent]
+    return slopes
 
-    Stages are folded last first, so a dependent of a dependent reaches its root independent;
-    dependent columns end at zero. q_t (n, B) with dependents already filled.
-    """
-    jacobian = jacobian.clone()
-    for stage in reversed(stages):
-        slope = stage.table.slopes(q_t[stage.independent])  # (C, B)
-        shape = (1, -1) + (1,) * (jacobian.ndim - 3) + (slope.shape[-1],)
-        moved = jacobian[:, stage.dependent] * slope.view(shape)
-        jacobian.index_add_(1, stage.independent, moved)
-        jacobian[:, stage.dependent] = 0.0
-    return jacobian
+
+def marker_jacobian(
+    layout: JacobianLayout, plan: ColumnPlan, u: Tensor, v: Tensor, markers: Tensor, chain: Tensor | None
+) -> Tensor:
+    """d markers / d q[columns] (B, M, 3, F) from :func:`axis_motions` U, V (B, R + T, 3), the
+    markers (B, M, 3) in ground and :func:`chain_slopes` (n, B) (None without couplers): each
+    pair adds (U x x - V) d q_c / d q_root to its marker's root column."""
+    batch, count = markers.shape[0], markers.shape[1]
+    axis, marker = layout.pair_axis[plan.pairs], layout.pair_marker[plan.pairs]
+    motion = cross3(u[:, axis], markers[:, marker], dim=2) - v[:, axis]  # (B, P', 3)
+    if chain is not None:
+        motion = motion * chain[layout.pair_coordinate[plan.pairs]].t().unsqueeze(-1)
+    jac = markers.new_zeros(batch, count * 3 * plan.width)
+    jac.index_add_(1, plan.target.flatten(), motion.flatten(1))
+    return jac.view(batch, count, 3, plan.width)
+
+
+def coordinate_jacobian(plan: ColumnPlan, chain: Tensor) -> Tensor:
+    """d q_full / d q[columns] (B, n, F): each coordinate moves with its root's column only."""
+    n, batch = chain.shape
+    rows = torch.nonzero(plan.coordinate_column >= 0).flatten()
+    jac = chain.new_zeros(batch, n * plan.width)
+    jac[:, rows * plan.width + plan.coordinate_column[rows]] = chain[rows].t()
+    return jac.view(batch, n, plan.width)

@@ -21,7 +21,14 @@ from opensim_biopose.errors import InputError, UnsupportedModelError
 from opensim_biopose.kinematics.compiled import CompiledModel, compile_model, move_to
 from opensim_biopose.kinematics.osim_reader import KinematicModel, read_osim
 from opensim_biopose.kinematics.rotations import homogeneous
-from opensim_biopose.kinematics.jacobian import body_motion_vectors, fold_coupler_columns, point_jacobian
+from opensim_biopose.kinematics.jacobian import (
+    ColumnPlan,
+    axis_motions,
+    chain_slopes,
+    column_plan,
+    coordinate_jacobian,
+    marker_jacobian,
+)
 from opensim_biopose.kinematics.tree import (
     accumulate,
     local_rotations,
@@ -59,16 +66,16 @@ class SkeletonOutput:
 class SkeletonJacobian:
     """Result of :meth:`Skeleton.jacobians` (contiguous tensors).
 
-    Derivatives are with respect to every coordinate of q (B, n): a dependent (coupled)
-    coordinate's column is zero, its effect folded into its independent's column (chain rule
-    through the coupler functions). Locked coordinates get their true columns; callers that
-    hold them fixed ignore them.
+    Derivatives are with respect to the F requested columns of q (all n coordinates unless
+    ``columns`` was given): a dependent (coupled) coordinate's column is zero, its effect
+    folded into its independent's column (chain rule through the coupler functions). Locked
+    coordinates get their true columns; callers that hold them fixed leave them out.
     """
 
     markers: Tensor  # (B, M, 3) metres in ground
-    marker_jacobian: Tensor  # (B, M, 3, n) d markers / d q: metres per rad or per metre
+    marker_jacobian: Tensor  # (B, M, 3, F) d markers / d q[columns]: metres per rad or per metre
     q_full: Tensor  # (B, n) all coordinates, dependent ones recomputed
-    coordinate_jacobian: Tensor  # (B, n, n) d q_full[i] / d q[j]: identity on independents
+    coordinate_jacobian: Tensor  # (B, n, F) d q_full / d q[columns]
 
 
 def _model_hash(model: KinematicModel) -> str:
@@ -110,6 +117,7 @@ class Skeleton:
         joints_scalable = all(j.parent_frame.scalable and j.child_frame.scalable for j in model.joints)
         self._scalable: bool = joints_scalable and all(m.scalable for m in model.markers)
         self._set_tensors(move_to(compile_model(model), device, dtype))
+        self._plans: dict[tuple[tuple[int, ...], str], ColumnPlan] = {}  # jacobians' column plans
 
     @classmethod
     def from_osim(
@@ -299,10 +307,36 @@ class Skeleton:
         out = self.jacobians(q, scales, marker_offsets)
         return out.markers, out.marker_jacobian
 
-    def jacobians(self, q: Tensor, scales: Tensor | None = None, marker_offsets: Tensor | None = None) -> SkeletonJacobian:
+    def _column_plan(self, columns: Sequence[int] | Tensor | None) -> ColumnPlan:
+        """Cached plan for Jacobian columns (all coordinates when None); InputError for
+        dependent or unknown coordinates."""
+        key_columns = tuple(range(self.num_coordinates)) if columns is None else tuple(int(c) for c in columns)
+        key = (key_columns, str(self.device))
+        if key not in self._plans:
+            dependent = self._compiled.coordinate_dependent.cpu()
+            bad = [c for c in key_columns if not 0 <= c < self.num_coordinates or columns is not None and bool(dependent[c])]
+            if bad:
+                raise InputError(
+                    f"jacobian columns {bad} are not independent coordinates of {self.model_path.name} "
+                    f"(0..{self.num_coordinates - 1}, not coupled)"
+                )
+            layout = move_to(self._compiled.jacobian, torch.device("cpu"), None)
+            plan = column_plan(layout, torch.tensor(key_columns, dtype=torch.long))
+            self._plans[key] = move_to(plan, self.device, None)
+        return self._plans[key]
+
+    def jacobians(
+        self,
+        q: Tensor,
+        scales: Tensor | None = None,
+        marker_offsets: Tensor | None = None,
+        columns: Sequence[int] | Tensor | None = None,
+    ) -> SkeletonJacobian:
         """Forward kinematics of the markers with analytic derivatives, in one pass per chunk:
         each transform axis adds f'(q) (w x (x - o)) (rotation) or f'(q) w (translation) to the
-        markers below it. Arguments as :meth:`forward`."""
+        markers below it. Arguments as :meth:`forward`; ``columns`` (F,) independent
+        coordinate indices to differentiate by (default all n)."""
+        plan = self._column_plan(columns)
         with torch.no_grad():
             q_t = self._check_q(q).transpose(0, 1).contiguous()
             batch = q_t.shape[1]
@@ -313,14 +347,14 @@ class Skeleton:
                 offsets = self._check_offsets(marker_offsets, batch)
             chunk = JACOBIAN_CPU_CHUNK if q_t.device.type == "cpu" else batch
             parts = [
-                self._jacobian_chunk(q_t[:, i : i + chunk], _chunk(s, i, chunk), _chunk(offsets, i, chunk))
+                self._jacobian_chunk(q_t[:, i : i + chunk], _chunk(s, i, chunk), _chunk(offsets, i, chunk), plan)
                 for i in range(0, batch, chunk)
             ]
         if len(parts) == 1:
             return parts[0]
         return SkeletonJacobian(*(torch.cat([getattr(p, f) for p in parts]) for f in SkeletonJacobian.__dataclass_fields__))
 
-    def _jacobian_chunk(self, q_t: Tensor, s: Tensor | None, offsets: Tensor) -> SkeletonJacobian:
+    def _jacobian_chunk(self, q_t: Tensor, s: Tensor | None, offsets: Tensor, plan: ColumnPlan) -> SkeletonJacobian:
         """Batch-last inputs as :meth:`_forward_batch_last` -> batch-first contiguous outputs."""
         c = self._compiled
         layout = c.layout
@@ -336,19 +370,17 @@ class Skeleton:
             m_origins = m_origins * s[layout.child_body]
             translation_slopes = translation_slopes * translation_factors(layout, s)
         markers = points_in_ground(transforms, c.marker_body_index + 1, offsets)  # (M, 3, B)
-        u, v = body_motion_vectors(
+        u, v = axis_motions(
             c.jacobian, transforms, layout.parent_body, layout.child_body, rotation_axes,
             slopes[c.jacobian.rotation_rows], m_origins, layout.translation_axes, translation_slopes,
         )
-        jac = fold_coupler_columns(point_jacobian(u, v, c.marker_body_index + 1, markers), c.stages, q_t)
-        n, batch = q_t.shape
-        eye = torch.eye(n, dtype=q_t.dtype, device=q_t.device).unsqueeze(-1).expand(n, n, batch)
-        coordinate_jac = fold_coupler_columns(eye, c.stages, q_t)  # (n rows, n columns, B)
+        markers = markers.permute(2, 0, 1).contiguous()  # (B, M, 3)
+        chain = chain_slopes(c.stages, q_t)
         return SkeletonJacobian(
-            markers=markers.permute(2, 0, 1).contiguous(),
-            marker_jacobian=jac.permute(3, 0, 2, 1).contiguous(),
+            markers=markers,
+            marker_jacobian=marker_jacobian(c.jacobian, plan, u, v, markers, chain if c.stages else None),
             q_full=q_t.t().contiguous(),
-            coordinate_jacobian=coordinate_jac.permute(2, 0, 1).contiguous(),
+            coordinate_jacobian=coordinate_jacobian(plan, chain),
         )
 
     def __repr__(self) -> str:

@@ -93,7 +93,7 @@ class SkeletonLike(Protocol):
 
     def forward(self, q: torch.Tensor, scales=None, marker_offsets=None): ...
 
-    def jacobians(self, q: torch.Tensor, scales=None, marker_offsets=None): ...
+    def jacobians(self, q: torch.Tensor, scales=None, marker_offsets=None, columns=None): ...
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -182,14 +182,14 @@ def _jacobian_analytic(
     sk: SkeletonLike, q_base: torch.Tensor, x: torch.Tensor, problem: _Problem, fd_step: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Residual (B, R) and exact Jacobian, transposed (B, F, R), from one ``sk.jacobians`` pass."""
-    out = sk.jacobians(_with_free(q_base, problem.free, x))
+    out = sk.jacobians(_with_free(q_base, problem.free, x), columns=problem.free)
     marker_res = (out.markers - problem.markers) * problem.sqrt_w[..., None]  # (B, M, 3)
     task_res = (out.q_full[:, problem.task_index] - problem.task_values) * problem.task_sqrt_w
     r = torch.cat([marker_res.flatten(1), task_res], dim=1)
-    marker_jac = out.marker_jacobian[..., problem.free] * problem.sqrt_w[..., None, None]  # (B, M, 3, F)
-    task_jac = out.coordinate_jacobian[:, problem.task_index][..., problem.free] * problem.task_sqrt_w[:, None]
+    marker_jac = out.marker_jacobian * problem.sqrt_w[..., None, None]  # (B, M, 3, F)
+    task_jac = out.coordinate_jacobian[:, problem.task_index] * problem.task_sqrt_w[:, None]  # (B, K, F)
     jac = torch.cat([marker_jac.flatten(1, 2), task_jac], dim=1)  # (B, R, F)
-    return r, jac.transpose(1, 2)
+    return r, jac.transpose(1, 2)  # a view: bmm reads it transposed without a copy
 
 
 def _jacobian_forward_ad(
