@@ -141,7 +141,7 @@ def test_bare_name_is_the_newest_version_and_older_ones_stay_loadable() -> None:
     assert (newest.version, v1.version, load_marker_set("anny-pig53@v2").version) == (2, 1, 2)
     assert newest.names == v1.names          # same markers in the same order; only placement changed
     moved = [n for n in newest.names if not torch.equal(_rows(newest)[n], _rows(v1)[n])]
-    assert {n.lstrip("LR") for n in moved} == {"TOE", "ANK", "MED", "FHD", "C7", "CLAV", "STRN"}
+    assert {n.lstrip("LR") for n in moved} == {"TOE", "ANK", "MED", "MT5", "FHD", "C7", "CLAV", "STRN"}
     registry = get_registry()
     assert registry.create("marker_sets", "anny-pig53@v1").version == 1
     assert registry.create("marker_sets", "anny-pig53").version == 2
@@ -158,8 +158,9 @@ def _rows(markers: VirtualMarkerSet) -> dict[str, torch.Tensor]:
 # ----------------------------------------------------------------------------- v2 landmarks
 @pytest.mark.parametrize("shape", list(SHAPES))
 def test_toe_tip_temples_and_malleoli(posed, rest_bodies, shape) -> None:
-    """The v2 placements: toe marker at the toe tip, front head markers over the temples, lateral
-    malleolus below and behind the medial one -- where the default OpenSim model has them."""
+    """The v2 placements: toe marker at the toe tip, 5th metatarsal head behind the 1st, front head
+    markers over the temples, lateral malleolus below and behind the medial one -- where the
+    default OpenSim model has them."""
     m = posed[shape]
     vertices = rest_bodies[1].vertices[list(SHAPES).index(shape)]
     vertices = vertices - torch.tensor([0.0, 0.0, float(vertices[:, 2].min())])
@@ -171,6 +172,9 @@ def test_toe_tip_temples_and_malleoli(posed, rest_bodies, shape) -> None:
         assert toe[1].item() - foot[:, 1].min().item() < 0.006, f"{shape}: {s}TOE behind the toe tip"
         assert 0.008 < toe[2].item() < 0.035, f"{shape}: {s}TOE not on the dorsum of the toe"
         assert abs(m[f"{s}MT1"][0]) < abs(toe[0]) < abs(m[f"{s}MT5"][0]), f"{shape}: {s}TOE not on a middle toe"
+        # the metatarsal heads' line is oblique: the 5th lies 2-3 cm behind the 1st (model: 26 mm)
+        behind = (m[f"{s}MT5"][1] - m[f"{s}MT1"][1]).item()
+        assert 0.015 < behind < 0.045, f"{shape}: {s}MT5 {behind * 1000:.0f} mm behind {s}MT1"
         ank, med = m[f"{s}ANK"], m[f"{s}MED"]
         assert ank[2] < med[2], f"{shape}: {s}ANK (lateral malleolus) above {s}MED"
         assert 0.005 < (ank[1] - med[1]).item() < 0.04, f"{shape}: {s}ANK not behind {s}MED"
@@ -248,7 +252,7 @@ def test_opensim_ik_of_the_neutral_body_on_the_default_model(rest_bodies, tmp_pa
     for side in ("r", "l"):
         assert abs(q[f"mtp_angle_{side}"]) < 10.0, f"toes bent {q[f'mtp_angle_{side}']:.1f} deg"
     assert rms_mm < 18.0, f"RMS residual {rms_mm:.1f} mm"
-    for name in ("RTOE", "LTOE", "RFHD", "LFHD", "RANK", "LANK", "RMED", "LMED"):
+    for name in ("RTOE", "LTOE", "RMT5", "LMT5", "RFHD", "LFHD", "RANK", "LANK", "RMED", "LMED"):
         assert errors_mm[name] < 12.0, f"{name} {errors_mm[name]:.1f} mm from the model's marker"
 
 
