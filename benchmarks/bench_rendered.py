@@ -79,27 +79,31 @@ def run_clip(body, markers, view: str, motion: str, seconds: float, seed: int, w
     from opensim_biopose.render.video import write_video
 
     shape = sample_adult_shapes(body, 1, seed=seed)[0]
+    marker_set = f"{markers.name}@v{markers.version}"
     clip = render_clip(body, markers, shape, ClipSpec(motion=motion, view=view, seconds=seconds), colour_seed=seed)
     video = work / f"{motion}_{view}.mp4"
     write_video(clip.frames, video, clip.spec.fps)
     focal = clip.rig.intrinsics.focal_px if known_focal else None
     height = clip.stature_m if known_height else None
-    return evaluate(video, view, motion, clip.sequence.marker_names, clip.sequence.markers, focal, height)
+    return evaluate(video, view, motion, clip.sequence.marker_names, clip.sequence.markers, focal, height, marker_set)
 
 
 def evaluate(video: Path, view: str, motion: str, marker_names: tuple[str, ...], truth: np.ndarray,
-             focal_px: float | None, height_m: float | None) -> ClipResult:
+             focal_px: float | None, height_m: float | None, marker_set: str) -> ClipResult:
     """Run the pipeline on ``video`` and compare it with the oracle of the true markers (T, M, 3) m.
 
     ``focal_px``: the camera's focal length given to the pipeline (a calibrated camera), or None
     to let it estimate one from the image size. ``height_m``: the subject's stature (OpenCap asks
     for it too: one camera cannot tell a small near person from a tall far one), or None.
+    ``marker_set``: the versioned virtual marker set of ``truth``; the pipeline uses the same one.
     """
     from opensim_biopose.detect.frontend import DetectConfig
-    from opensim_biopose.pipeline import PipelineConfig, ReportStageConfig, SolverConfig, SubjectConfig, run_pipeline
+    from opensim_biopose.pipeline import (MeshStageConfig, PipelineConfig, ReportStageConfig, SolverConfig,
+                                         SubjectConfig, run_pipeline)
 
     # Without shipped NeurIK weights, refinement starts from the default pose (training takes minutes).
-    config = PipelineConfig(detect=DetectConfig(focal_length_px=focal_px), subject=SubjectConfig(height_m=height_m),
+    config = PipelineConfig(detect=DetectConfig(focal_length_px=focal_px), mesh=MeshStageConfig(marker_set=marker_set),
+                            subject=SubjectConfig(height_m=height_m),
                             solver=SolverConfig(train=False), report=ReportStageConfig(enabled=False))
     t0 = time.perf_counter()
     result = run_pipeline(video, config)
@@ -177,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         focal = None if args.unknown_focal else float(truth.camera["fx"])
         height = None if args.unknown_height else truth.stature_m
         results = [evaluate(DEMO_VIDEO, DEMO_SPEC.view, DEMO_SPEC.motion + " (demo)", truth.marker_names, truth.markers,
-                            focal, height)]
+                            focal, height, truth.marker_set)]
         print_table(results)
         return 0
     body, markers = AnnyBody(), load_marker_set("anny-pig53")

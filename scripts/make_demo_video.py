@@ -30,7 +30,7 @@ from opensim_biopose.render.motions import sample_adult_shapes  # noqa: E402
 from opensim_biopose.render.video import write_video  # noqa: E402
 
 
-def metadata(clip: RenderedClip, shape_names: tuple[str, ...], video_name: str, codec: str) -> dict:
+def metadata(clip: RenderedClip, shape_names: tuple[str, ...], video_name: str, codec: str, marker_set: str) -> dict:
     """JSON document of a rendered clip (see opensim_biopose.demo.load_truth)."""
     seq = clip.sequence
     return {
@@ -40,7 +40,7 @@ def metadata(clip: RenderedClip, shape_names: tuple[str, ...], video_name: str, 
         "frames": int(clip.frames.shape[0]), "camera": clip.rig.to_dict(),
         "body_model": "anny", "shape": {n: round(float(v), 6) for n, v in zip(shape_names, clip.shape)},
         "stature_m": round(clip.stature_m, 4),
-        "marker_set": "anny-pig53", "marker_names": list(seq.marker_names),
+        "marker_set": marker_set, "marker_names": list(seq.marker_names),
         "times": [round(float(t), 6) for t in clip.times],
         "markers_mm": np.round(seq.markers * 1000.0, 2).tolist(),
     }
@@ -67,14 +67,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out-dir", type=Path, default=ROOT / "opensim_biopose" / "demo")
     parser.add_argument("--check", action="store_true", help="run MediaPipe on the result and print its error")
+    parser.add_argument("--marker-set", default="anny-pig53", help="virtual marker set of the truth (default: newest)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     body = AnnyBody()
     shape = sample_adult_shapes(body, 1, seed=DEMO_SEED)[0]
-    clip = render_clip(body, load_marker_set("anny-pig53"), shape, DEMO_SPEC, colour_seed=DEMO_SEED)
+    markers = load_marker_set(args.marker_set)
+    pinned = f"{markers.name}@v{markers.version}"          # the truth names its marker-set version
+    clip = render_clip(body, markers, shape, DEMO_SPEC, colour_seed=DEMO_SEED)
     video = args.out_dir / "biopose_demo.mp4"
     codec = write_video(clip.frames, video, DEMO_SPEC.fps)
-    doc = metadata(clip, body.shape_names, video.name, codec)
+    doc = metadata(clip, body.shape_names, video.name, codec, pinned)
     write_text_atomic(args.out_dir / "biopose_demo.json", json.dumps(doc, separators=(",", ":")))
     print(f"wrote {video} ({video.stat().st_size / 1e6:.2f} MB, {codec}, {clip.frames.shape[0]} frames) "
           f"and {video.with_suffix('.json').name}")

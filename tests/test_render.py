@@ -146,3 +146,26 @@ def test_sit_to_stand_stool_carries_the_seated_body_and_stays_clear_when_standin
     assert seated.max() < 0.02                                             # sits on it, not in it
     assert np.sort(seated)[-50:].min() > -0.01                             # ... and touches it
     assert depth_inside(seq.vertices[4]).max() < 0.0                       # standing: clear of it
+
+
+def test_write_video_round_trips_and_never_leaves_a_partial_file(tmp_path) -> None:
+    import cv2
+
+    from opensim_biopose.render.video import write_video
+
+    frames = [np.full((64, 48, 3), (40 * i, 100, 200 - 40 * i), np.uint8) for i in range(5)]
+    path = tmp_path / "clip.mp4"
+    assert write_video(frames, path, 30.0) == "mp4v"
+    cap = cv2.VideoCapture(str(path))
+    try:
+        assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 5 and cap.get(cv2.CAP_PROP_FPS) == pytest.approx(30.0)
+        ok, first = cap.read()
+    finally:
+        cap.release()
+    assert ok and np.abs(first.astype(int) - frames[0]).mean() < 8          # lossy, but the same picture
+    bad = tmp_path / "bad.mp4"
+    with pytest.raises(InputError, match="no frames"):
+        write_video([], bad, 30.0)
+    with pytest.raises(InputError, match=r"\(64, 48, 3\) uint8"):
+        write_video([frames[0], frames[1][:32]], bad, 30.0)
+    assert list(tmp_path.iterdir()) == [path]                               # nothing half-written

@@ -45,6 +45,13 @@ class DemoTruth:
     motion: str
     fps: float
     stature_m: float | None = None
+    # Marker set with its version ("anny-pig53@v2"): run the pipeline with the same one to compare.
+    marker_set: str = "anny-pig53@v1"
+
+
+def _pinned(name: str) -> str:
+    """Files written before marker sets had versions name the bare set, which was v1 then."""
+    return name if "@v" in name else f"{name}@v1"
 
 
 def load_truth(path: str | Path = DEMO_METADATA) -> DemoTruth:
@@ -58,4 +65,4 @@ def load_truth(path: str | Path = DEMO_METADATA) -> DemoTruth:
     return DemoTruth(times=np.asarray(doc["times"], float), marker_names=tuple(doc["marker_names"]),
                      markers=np.asarray(doc["markers_mm"], float) / 1000.0, shape=doc["shape"],
                      camera=doc["camera"], motion=doc["motion"], fps=float(doc["fps"]),
-                     stature_m=doc.get("stature_m"))
+                     stature_m=doc.get("stature_m"), marker_set=_pinned(doc.get("marker_set", "anny-pig53")))
