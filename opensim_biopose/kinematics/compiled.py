@@ -150,13 +150,11 @@ def _joint_layout(joints: list[JointSpec], rows: _AxisRows) -> JointLayout:
             t_scale_axis.append(axis if a.scaled else torch.zeros(3, dtype=torch.float64))
             t_unscaled.append(0.0 if a.scaled else 1.0)
     groups = [_rotation_group(k, members, joints) for k, members in sorted(by_count.items())]
-    assembled = [j for j, _ in fixed] + [int(j) for g in groups for j in g.joints]
     long = torch.long
     return JointLayout(
         groups=tuple(groups),
         fixed_joints=torch.tensor([j for j, _ in fixed], dtype=long),
         fixed_rotations=_stack([r for _, r in fixed], (3, 3)),
-        order=torch.argsort(torch.tensor(assembled, dtype=long)),
         translation_membership=_membership(t_joint, len(joints)),
         translation_rows=torch.tensor(t_row, dtype=long),
         translation_axes=_stack(t_axis, (3,)),
@@ -209,7 +207,7 @@ def _coupler_roots(model: KinematicModel) -> Tensor:
 
 def _jacobian_layout(layout: JointLayout, rows: _AxisRows, marker_rows: list[int], model: KinematicModel) -> JacobianLayout:
     long = torch.long
-    rotation_rows = [g.rows.flatten() for g in layout.groups]  # axis-major, as local_rotations_and_axes
+    rotation_rows = [g.rows.flatten() for g in layout.groups]  # axis-major, as local_transforms(with_axes=True)
     rotation_joints = [g.joints.repeat(g.rows.shape[0]) for g in layout.groups]
     translation_joints = layout.translation_membership.argmax(0) if layout.translation_rows.numel() else torch.zeros(0, dtype=long)
     return build_jacobian_layout(

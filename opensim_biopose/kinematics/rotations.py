@@ -36,16 +36,10 @@ def matvec3(r: Tensor, v: Tensor) -> Tensor:
     return r[..., :, 0, :] * v[..., 0:1, :] + r[..., :, 1, :] * v[..., 1:2, :] + r[..., :, 2, :] * v[..., 2:3, :]
 
 
-def homogeneous(rotations: Tensor, translations: Tensor) -> Tensor:
-    """Batch-last 4x4 transforms (J, 4, 4, B) from rotations (J, 3, 3, B) and origins (J, 3, B)."""
-    top = torch.cat([rotations, translations.unsqueeze(2)], 2)  # (J, 3, 4, B)
-    row = top.new_tensor([0.0, 0.0, 0.0, 1.0]).view(1, 1, 4, 1).expand(top.shape[0], 1, 4, top.shape[-1])
-    return torch.cat([top, row], 1)
-
-
-def compose_affine(parent: Tensor, local: Tensor) -> Tensor:
-    """Batch-last [R | p] (..., 3, 4, B) times homogeneous (..., 4, 4, B) -> (..., 3, 4, B)."""
+def compose_rigid(parent: Tensor, local: Tensor) -> Tensor:
+    """Batch-last [R | p] (..., 3, 4, B) times [r | t] (..., 3, 4, B) -> [R r | R t + p]."""
     out = parent[..., :, 0:1, :] * local[..., 0:1, :, :]
-    for k in range(1, 4):
-        out = out + parent[..., :, k : k + 1, :] * local[..., k : k + 1, :, :]
+    out = out + parent[..., :, 1:2, :] * local[..., 1:2, :, :]
+    out = out + parent[..., :, 2:3, :] * local[..., 2:3, :, :]
+    out[..., :, 3, :] += parent[..., :, 3, :]
     return out

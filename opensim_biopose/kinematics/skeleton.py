@@ -20,7 +20,6 @@ from torch import Tensor
 from opensim_biopose.errors import InputError, UnsupportedModelError
 from opensim_biopose.kinematics.compiled import CompiledModel, compile_model, move_to
 from opensim_biopose.kinematics.osim_reader import KinematicModel, read_osim
-from opensim_biopose.kinematics.rotations import homogeneous
 from opensim_biopose.kinematics.jacobian import (
     ColumnPlan,
     axis_motions,
@@ -31,9 +30,7 @@ from opensim_biopose.kinematics.jacobian import (
 )
 from opensim_biopose.kinematics.tree import (
     accumulate,
-    local_rotations,
-    local_rotations_and_axes,
-    local_translations,
+    local_transforms,
     points_in_ground,
     translation_factors,
 )
@@ -287,9 +284,8 @@ class Skeleton:
         c = self._compiled
         q_t = self._fill_dependent_t(q_t)
         values = c.axis_table(q_t[c.axis_coordinate])  # (A, B)
-        r_local = local_rotations(c.layout, values)
-        p_local = local_translations(c.layout, values, r_local, s)
-        transforms = accumulate(c.levels, homogeneous(r_local, p_local))  # (1 + NB, 4, 4, B), row 0 = ground
+        local, _ = local_transforms(c.layout, values, s)
+        transforms = accumulate(c.levels, local)  # (1 + NB, 4, 4, B), row 0 = ground
         if s is not None:
             offsets = offsets * s[c.marker_body_index + 1]
         markers = points_in_ground(transforms, c.marker_body_index + 1, offsets)
@@ -361,8 +357,8 @@ class Skeleton:
         q_t = self._fill_dependent_t(q_t)
         arguments = q_t[c.axis_coordinate]
         values, slopes = c.axis_table(arguments), c.axis_table.slopes(arguments)  # (A, B)
-        r_local, rotation_axes = local_rotations_and_axes(layout, values)
-        transforms = accumulate(c.levels, homogeneous(r_local, local_translations(layout, values, r_local, s)))
+        local, rotation_axes = local_transforms(layout, values, s, with_axes=True)
+        transforms = accumulate(c.levels, local)
         m_origins = layout.p_cm.unsqueeze(-1)
         translation_slopes = slopes[layout.translation_rows]
         if s is not None:

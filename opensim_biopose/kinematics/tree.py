@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from opensim_biopose.kinematics.rotations import compose_affine, matmul33, matvec3
+from opensim_biopose.kinematics.rotations import compose_rigid, matmul33, matvec3
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,6 @@ class JointLayout:
     groups: tuple[RotationGroup, ...]
     fixed_joints: Tensor  # (J0,) long: joints without q-dependent rotations
     fixed_rotations: Tensor  # (J0, 3, 3) their constant rotation parent body <- child body
-    order: Tensor  # (J,) long: gathers [fixed, group 1, group 2, ...] rows back into joint order
     translation_membership: Tensor  # (J, T) 1.0 where translation axis t belongs to joint j
     translation_rows: Tensor  # (T,) long: row of its value
     translation_axes: Tensor  # (T, 3) axis in the parent body (F axis rotated by F's orientation)
@@ -88,28 +87,6 @@ class JointLayout:
     p_cm: Tensor  # (J, 3) origin of M in the child body, metres
     parent_body: Tensor  # (J,) long: parent body row (model body index + 1; 0 = ground)
     child_body: Tensor  # (J,) long: child body row
-
-
-def local_rotations(layout: JointLayout, values: Tensor) -> Tensor:
-    """Rotations parent body <- child body (J, 3, 3, B) from axis values (A, B)."""
-    batch = values.shape[1]
-    parts = [layout.fixed_rotations.unsqueeze(-1).expand(-1, -1, -1, batch)]
-    parts += [group_rotations(g, values) for g in layout.groups]
-    return torch.cat(parts, 0)[layout.order]
-
-
-def local_rotations_and_axes(layout: JointLayout, values: Tensor) -> tuple[Tensor, Tensor]:
-    """Rotations parent body <- child body (J, 3, 3, B) and the q-dependent rotation axes in
-    their parent bodies (R, 3, B), groups in order, each flattened axis-major (as
-    ``torch.cat([g.rows.flatten() for g in layout.groups])``)."""
-    batch = values.shape[1]
-    parts = [layout.fixed_rotations.unsqueeze(-1).expand(-1, -1, -1, batch)]
-    axes = [values.new_zeros(0, 3, batch)]
-    for g in layout.groups:
-        rotation, group_axes = group_rotations_and_axes(g, values)
-        parts.append(rotation)
-        axes.append(group_axes.flatten(0, 1))
-    return torch.cat(parts, 0)[layout.order], torch.cat(axes, 0)
 
 
 def translation_factors(layout: JointLayout, scales: Tensor | None) -> Tensor | None:
@@ -141,6 +118,30 @@ def local_translations(layout: JointLayout, values: Tensor, rotations: Tensor, s
     return p_pf + summed - matvec3(rotations, p_cm)
 
 
+def local_transforms(
+    layout: JointLayout, values: Tensor, scales: Tensor | None, with_axes: bool = False
+) -> tuple[Tensor, Tensor | None]:
+    """Local transforms [R | p] parent body <- child body (J, 3, 4, B) (rotations written in
+    place into one tensor: no reordering copy) and, with ``with_axes``, the q-dependent rotation
+    axes in their parent bodies (R, 3, B): groups in order, each axis-major (as
+    ``torch.cat([g.rows.flatten() for g in layout.groups])``), else None. values (A, B);
+    scales as :func:`local_translations`."""
+    batch = values.shape[1]
+    rotations = values.new_empty(layout.p_pf.shape[0], 3, 3, batch)
+    if layout.fixed_joints.numel():
+        rotations.index_copy_(0, layout.fixed_joints, layout.fixed_rotations.unsqueeze(-1).expand(-1, -1, -1, batch))
+    axes = [values.new_zeros(0, 3, batch)]
+    for g in layout.groups:
+        if with_axes:
+            rotation, group_axes = group_rotations_and_axes(g, values)
+            axes.append(group_axes.flatten(0, 1))
+        else:
+            rotation = group_rotations(g, values)
+        rotations.index_copy_(0, g.joints, rotation)
+    translations = local_translations(layout, values, rotations, scales)
+    return torch.cat([rotations, translations.unsqueeze(2)], 2), torch.cat(axes, 0) if with_axes else None
+
+
 @dataclass(frozen=True)
 class TreeLevels:
     """Joints in tree order grouped by depth: ``bounds[l]:bounds[l+1]`` have depth l and their
@@ -154,7 +155,7 @@ class TreeLevels:
 
 def accumulate(levels: TreeLevels, local: Tensor) -> Tensor:
     """Ground <- body homogeneous transforms (1 + NB, 4, 4, B), row 0 = ground, row b + 1 = model
-    body b, from the local transforms parent body <- child body (J, 4, 4, B) in tree order.
+    body b, from the local transforms [R | p] parent body <- child body (J, 3, 4, B) in tree order.
 
     Levels are written into one output tensor (no gather or concatenation afterwards); each
     level reads its parents from the previous level's result.
@@ -168,9 +169,9 @@ def accumulate(levels: TreeLevels, local: Tensor) -> Tensor:
     for level, parents in enumerate(levels.parents):
         start, end = levels.bounds[level], levels.bounds[level + 1]
         if previous is None:  # children of ground
-            current = local[start:end, :3]
+            current = local[start:end]
         else:
-            current = compose_affine(previous[parents], local[start:end])
+            current = compose_rigid(previous[parents], local[start:end])
         top.index_copy_(0, levels.rows[level], current)
         previous = current
     return out
@@ -179,5 +180,5 @@ def accumulate(levels: TreeLevels, local: Tensor) -> Tensor:
 def points_in_ground(transforms: Tensor, rows: Tensor, offsets: Tensor) -> Tensor:
     """Points fixed in bodies -> ground (M, 3, B), metres. transforms (S, 4, 4, B) ground <- body,
     rows (M,) long, offsets (M, 3, B or 1) metres in the body."""
-    t = transforms[rows]
-    return matvec3(t[:, :3, :3], offsets) + t[:, :3, 3]
+    t = transforms[:, :3].index_select(0, rows)  # (M, 3, 4, B): the rows read, not all 4 x 4
+    return matvec3(t[..., :3, :], offsets) + t[:, :, 3]
