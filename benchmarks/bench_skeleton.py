@@ -1,6 +1,6 @@
 """Forward-kinematics speed: Skeleton.forward (batched torch) vs OpenSim's per-state loop.
 
-    .venv/bin/python benchmarks/bench_skeleton.py [--batch 4096] [--opensim-poses 300] [--threads 1]
+    .venv/bin/python benchmarks/bench_skeleton.py [--batch 4096] [--opensim-poses 300] [--threads 1] [--skip-forward]
 
 For the default model (osim_models/biopose_fullbody.osim) when it exists, and Rajagopal2016 /
 the gait2354 subject model from ../shared/data (skipped with a message when absent), it
@@ -11,6 +11,14 @@ prints poses/s of
     (falls back to all body origins when the model has no markers),
 measured in this run on the same threads, with the ratio Skeleton / OpenSim (target >= 1000x).
 Also the largest marker difference between the two over the OpenSim poses (metres).
+
+Then the marker Jacobian that IK refinement needs (float64, free coordinates): frames/s of
+Skeleton.jacobians (analytic, one pass) against the finite differences it replaced (one
+forward pass over (colour groups + 1) poses per frame, as neurik.refine builds them), at a
+large and a small batch, and the refinement itself on the lab trials (gait2354_walk1,
+rajagopal_walk, from the default pose, no coordinate tasks) with either Jacobian, repeats
+interleaved so both see the same machine load; medians and the ratio analytic / finite
+differences (> 1: the analytic Jacobian is faster).
 """
 from __future__ import annotations
 
@@ -29,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from opensim_biopose.kinematics import Skeleton  # noqa: E402
+from opensim_biopose.neurik.refine import JACOBIANS, RefineConfig, _build_problem, refine  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data" / "opensim"
 MODELS = {
@@ -126,17 +135,89 @@ def bench_model(name: str, path: Path, batch: int, opensim_poses: int, repeats: 
               f"forward+backward {fb.poses_per_s:10.0f}/s {fb.poses_per_s / reference.poses_per_s:6.0f}x)")
 
 
+def interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median seconds per call of each function, calls interleaved (same load for all)."""
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for key, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[key].append(time.perf_counter() - start)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def bench_jacobian(name: str, path: Path, repeats: int) -> None:
+    """Residual Jacobian of refinement: analytic vs colour-grouped finite differences."""
+    if not path.exists():
+        return
+    sk = Skeleton.from_osim(path)
+    weights = torch.ones(len(sk.marker_names), dtype=torch.float64)
+    for batch in (512, 8):
+        q = random_poses(sk, batch, seed=1)
+        markers = sk.forward(q).markers + 0.01
+        problem = _build_problem(sk, markers, weights, None)
+        x = q[:, problem.free]
+        fns = {kind: (lambda kind=kind: JACOBIANS[kind](sk, q, x, problem, 1e-7)) for kind in ("analytic", "finite_difference")}
+        with torch.no_grad():
+            median = interleaved(fns, repeats)
+        groups = int(problem.group_of.max()) + 1
+        print(f"  {name}, batch {batch:4d}: analytic {batch / median['analytic']:9.0f} frames/s, finite differences "
+              f"({groups + 1} poses/frame) {batch / median['finite_difference']:9.0f} frames/s, "
+              f"ratio {median['finite_difference'] / median['analytic']:5.2f}x")
+
+
+TRIALS = {"gait2354_walk1": "subject01_Setup_IK.xml", "rajagopal_walk": "ik_setup_walk.xml"}
+
+
+def bench_refine(name: str, repeats: int) -> None:
+    """refine() on a lab trial's IK setup (markers, weights, tasks, time range) from the default
+    pose with each Jacobian."""
+    from opensim_biopose.cli.ik_cmd import job_from_setup, prepare_trial
+    from opensim_biopose.io.ik_setup import read_ik_setup
+
+    setup_path = SHARED / "trials" / name / TRIALS[name]
+    if not setup_path.exists():
+        print(f"  refine {name}: skipped ({setup_path} is absent)")
+        return
+    setup = read_ik_setup(setup_path)
+    sk = Skeleton.from_osim(setup.model_file)
+    trial = prepare_trial(job_from_setup(setup), sk)
+    frames = len(trial.times)
+    q0 = sk.coordinate_defaults.double().expand(frames, -1)
+    results = {}
+
+    def run(kind: str) -> None:
+        config = RefineConfig(jacobian=kind)
+        results[kind] = refine(sk, trial.xyz, trial.weights, q0, coordinate_tasks=trial.targets, config=config)
+
+    median = interleaved({k: (lambda k=k: run(k)) for k in ("analytic", "finite_difference")}, repeats)
+    diff = float(torch.rad2deg((results["analytic"].q - results["finite_difference"].q).abs()).max())
+    iters = {k: float(r.iterations.float().mean()) for k, r in results.items()}
+    print(f"  refine {name} ({frames} frames): analytic {frames / median['analytic']:6.0f} frames/s, finite differences "
+          f"{frames / median['finite_difference']:6.0f} frames/s, ratio {median['finite_difference'] / median['analytic']:5.2f}x "
+          f"(iterations {iters['analytic']:.1f} / {iters['finite_difference']:.1f}; max |q difference| {diff:.1e} deg)")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=4096)
     parser.add_argument("--opensim-poses", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (OpenSim runs on one)")
+    parser.add_argument("--skip-forward", action="store_true", help="only the Jacobian and refinement figures")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} CPU thread(s)")
+    if not args.skip_forward:
+        for name, path in MODELS.items():
+            bench_model(name, path, args.batch, args.opensim_poses, args.repeats)
+    print("\nMarker Jacobian of refinement (float64, free coordinates), interleaved medians:")
     for name, path in MODELS.items():
-        bench_model(name, path, args.batch, args.opensim_poses, args.repeats)
+        bench_jacobian(name, path, args.repeats)
+    for name in TRIALS:
+        bench_refine(name, max(3, args.repeats // 2))
     return 0
 
 
