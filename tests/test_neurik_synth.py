@@ -133,3 +133,12 @@ def test_low_weight_markers_get_larger_offsets(gait_sk):
     dist = (batch.markers - batch.clean_markers).norm(dim=-1)
     trusted, loose = dist[..., : len(names) // 2].median().item(), dist[..., len(names) // 2:].median().item()
     assert loose > 2.0 * trusted, (trusted, loose)
+
+
+def test_gait_pattern_uses_each_models_sign_conventions(raj_sk, gait_sk):
+    for sk, knee_sign in ((raj_sk, 1.0), (gait_sk, -1.0)):
+        _, batch = _batch(sk, b=48, pattern_weights=(("gait", 1.0),))
+        knee = batch.q[..., sk.coordinate_index("knee_angle_r")] * 180 / math.pi * knee_sign
+        ankle = batch.q[..., sk.coordinate_index("ankle_angle_r")] * 180 / math.pi
+        assert knee.max() > 45.0 and knee.min() > -10.0          # flexion up to ~60 deg in swing
+        assert ankle.min() < -15.0 and ankle.max() < 20.0         # push-off plantarflexion, mild dorsiflexion

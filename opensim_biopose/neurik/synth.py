@@ -199,9 +199,12 @@ class SyntheticMotion:
         self.free = torch.zeros(n, dtype=torch.bool)
         self.free[layout.predicted] = True
         self.free[root] = True
-        # Flexion sign per coordinate: negative when the range extends further below zero
-        # (gait2354's knee is -120..10 deg, Rajagopal's 0..120 deg).
-        self.flex_sign = torch.where(layout.upper.abs() >= layout.lower.abs(), 1.0, -1.0)
+        # Flexion sign per coordinate. OpenSim models agree on hip/ankle/lumbar/arm/elbow
+        # (flexion, dorsiflexion positive) but not on the knee: gait2354's is -120..10 deg,
+        # Rajagopal's 0..120 deg. The knee's sign follows the side its range extends to.
+        self.flex_sign = torch.ones(layout.n_coordinates)
+        for j, _ in self.families["knee"]:
+            self.flex_sign[j] = 1.0 if layout.upper[j].abs() >= layout.lower[j].abs() else -1.0
         self.n_bodies = len(sk.body_names)
         names = [p for p, _ in cfg.pattern_weights]
         unknown = set(names) - set(PATTERNS)
