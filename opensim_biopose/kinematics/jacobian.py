@@ -47,7 +47,11 @@ class ColumnPlan:
     """Where pair derivatives land for one choice of Jacobian columns (independent coordinates)."""
 
     pairs: Tensor  # (P',) long: the pairs whose root coordinate is a column
-    target: Tensor  # (P', 3) long: flat index (marker * 3 + component) * F + column
+    # Flat targets (marker * 3 + component) * F + column of the (3, P') pair terms, split so
+    # that most are written with one assignment (fast) and only repeats are added:
+    first: Tensor  # (3 P',) bool: first term landing on its target
+    first_target: Tensor  # targets of the first terms (unique)
+    repeat_target: Tensor  # targets of the other terms
     coordinate_column: Tensor  # (n,) long: column of each coordinate's root, -1 if not a column
     width: int  # F
 
@@ -60,9 +64,17 @@ def column_plan(layout: JacobianLayout, columns: Tensor) -> ColumnPlan:
     coordinate_column = column_of[layout.root]
     pair_column = coordinate_column[layout.pair_coordinate]
     pairs = torch.nonzero(pair_column >= 0).flatten()
-    component = torch.arange(3, dtype=torch.long)
-    target = (layout.pair_marker[pairs, None] * 3 + component) * width + pair_column[pairs, None]
-    return ColumnPlan(pairs=pairs, target=target, coordinate_column=coordinate_column, width=width)
+    component = torch.arange(3, dtype=torch.long)[:, None]
+    target = ((layout.pair_marker[pairs] * 3 + component) * width + pair_column[pairs]).flatten()  # (3 P',)
+    first = torch.zeros(target.numel(), dtype=torch.bool)
+    seen: set[int] = set()
+    for i, t in enumerate(target.tolist()):
+        first[i] = t not in seen
+        seen.add(t)
+    return ColumnPlan(
+        pairs=pairs, first=first, first_target=target[first], repeat_target=target[~first],
+        coordinate_column=coordinate_column, width=width,
+    )
 
 
 def build_jacobian_layout(
@@ -115,7 +127,7 @@ def axis_motions(
     translation_axes: Tensor,
     translation_slopes: Tensor,
 ) -> tuple[Tensor, Tensor]:
-    """U, V (B, R + T, 3) BATCH FIRST, per axis in Jacobian order, with dx/dq = U x x - V
+    """U, V (3, R + T, B) (component first, batch last), per axis in Jacobian order, with dx/dq = U x x - V
     for a point x (ground, metres) below the axis, through the axis's value alone.
 
     transforms (1 + NB, 4, 4, B) ground <- body; joint_parent_body / joint_child_body (J,) long;
@@ -134,7 +146,7 @@ def axis_motions(
     w_t = matvec3(transforms[joint_parent_body[tj], :3, :3], translation_axes.unsqueeze(-1))  # (T, 3, B)
     v = torch.cat([cross3(u, o, dim=1), -w_t * translation_slopes.unsqueeze(1)], 0)
     u = torch.cat([u, u.new_zeros(tj.shape[0], 3, batch)], 0)
-    return u.permute(2, 0, 1), v.permute(2, 0, 1)
+    return u.transpose(0, 1), v.transpose(0, 1)
 
 
 def cross3(a: Tensor, b: Tensor, dim: int) -> Tensor:
@@ -157,16 +169,26 @@ def chain_slopes(stages: Sequence, q_t: Tensor) -> Tensor:
 def marker_jacobian(
     layout: JacobianLayout, plan: ColumnPlan, u: Tensor, v: Tensor, markers: Tensor, chain: Tensor | None
 ) -> Tensor:
-    """d markers / d q[columns] (B, M, 3, F) from :func:`axis_motions` U, V (B, R + T, 3), the
-    markers (B, M, 3) in ground and :func:`chain_slopes` (n, B) (None without couplers): each
-    pair adds (U x x - V) d q_c / d q_root to its marker's root column."""
-    batch, count = markers.shape[0], markers.shape[1]
+    """d markers / d q[columns] (B, M, 3, F) from :func:`axis_motions` U, V (3, R + T, B), the
+    markers (M, 3, B) in ground (batch last) and :func:`chain_slopes` (n, B) (None without
+    couplers): each pair adds (U x x - V) d q_c / d q_root to its marker's root column.
+
+    The pair terms are formed component-first and batch-last, (3, P', B), so every product
+    runs over contiguous batch rows; one transpose makes the result batch-first."""
+    count, batch = markers.shape[0], markers.shape[-1]
     axis, marker = layout.pair_axis[plan.pairs], layout.pair_marker[plan.pairs]
-    motion = cross3(u[:, axis], markers[:, marker], dim=2) - v[:, axis]  # (B, P', 3)
+    ua, va = u[:, axis], v[:, axis]  # (3, P', B)
+    x = markers.transpose(0, 1)[:, marker]  # (3, P', B)
+    motion = torch.stack(
+        [ua[1] * x[2] - ua[2] * x[1] - va[0], ua[2] * x[0] - ua[0] * x[2] - va[1], ua[0] * x[1] - ua[1] * x[0] - va[2]]
+    )
     if chain is not None:
-        motion = motion * chain[layout.pair_coordinate[plan.pairs]].t().unsqueeze(-1)
+        motion = motion * chain[layout.pair_coordinate[plan.pairs]]
+    terms = motion.view(-1, batch)  # (3 P', B)
     jac = markers.new_zeros(batch, count * 3 * plan.width)
-    jac.index_add_(1, plan.target.flatten(), motion.flatten(1))
+    jac[:, plan.first_target] = terms[plan.first].t()
+    if plan.repeat_target.numel():
+        jac.index_add_(1, plan.repeat_target, terms[~plan.first].t())
     return jac.view(batch, count, 3, plan.width)
 
 

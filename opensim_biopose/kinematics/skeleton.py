@@ -370,10 +370,9 @@ class Skeleton:
             c.jacobian, transforms, layout.parent_body, layout.child_body, rotation_axes,
             slopes[c.jacobian.rotation_rows], m_origins, layout.translation_axes, translation_slopes,
         )
-        markers = markers.permute(2, 0, 1).contiguous()  # (B, M, 3)
         chain = chain_slopes(c.stages, q_t)
         return SkeletonJacobian(
-            markers=markers,
+            markers=markers.permute(2, 0, 1).contiguous(),  # (B, M, 3)
             marker_jacobian=marker_jacobian(c.jacobian, plan, u, v, markers, chain if c.stages else None),
             q_full=q_t.t().contiguous(),
             coordinate_jacobian=coordinate_jacobian(plan, chain),
