@@ -212,3 +212,18 @@ def test_refine_from_the_default_pose_follows_a_turning_subject_without_flipped_
         for i in range(frames)
     ]
     assert max(per_frame) < 0.01
+
+
+def test_sweeps_offer_each_change_to_the_frames_within_reach() -> None:
+    """Each frame within reach of a changed frame gets a start from the nearest change on each
+    side (at most two candidates), so a run of stuck frames is crossed reach frames per sweep."""
+    from opensim_biopose.neurik.refine import _reach_pairs
+
+    changed, frames, reach = [3, 4, 15], 20, 3
+    targets, sources = _reach_pairs(changed, frames, reach)
+    pairs = list(zip(targets.tolist(), sources.tolist()))
+    assert len(set(pairs)) == len(pairs)
+    assert all(abs(t - s) <= reach and s in changed and 0 <= t < frames for t, s in pairs)
+    assert max(targets.tolist().count(t) for t in set(targets.tolist())) <= 2
+    near = {t for c in changed for t in range(c - reach, c + reach + 1) if 0 <= t < frames and t != c}
+    assert set(targets.tolist()) == near | {3, 4}  # adjacent changes are offered to each other

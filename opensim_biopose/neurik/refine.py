@@ -76,6 +76,11 @@ class RefineConfig:
     threads: int | None = 1
     # Step limit of a frame's re-solve from a neighbour's answer.
     sweep_max_iters: int = 30
+    # A frame whose answer changed in a sweep is offered as the start to the frames up to this
+    # far on each side in the next sweep, so a run of N frames stuck in another minimum takes
+    # ~N / reach sweeps instead of N (sweeps are small batches: their cost is per sweep, not
+    # per frame). 8 frames is <= 0.1 s at lab rates: still a close start.
+    sweep_reach: int = 8
     # A neighbour's start must lower the objective by this fraction to be taken.
     improvement: float = 1e-6
 
@@ -532,13 +537,40 @@ class _Anatomy:
     default: torch.Tensor
 
 
+def _neighbour_pairs(retry: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(targets, sources) long: each frame flagged in ``retry`` (T,) bool from both neighbours."""
+    t = retry.shape[0]
+    targets, sources = [], []
+    for shift in (1, -1):
+        tgt = torch.arange(max(shift, 0), t + min(shift, 0))
+        keep = retry[tgt]
+        targets.append(tgt[keep])
+        sources.append(tgt[keep] - shift)
+    return torch.cat(targets), torch.cat(sources)
+
+
+def _reach_pairs(changed: list[int], frames: int, reach: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(targets, sources) long: every frame within ``reach`` of a changed frame (sorted list),
+    from the nearest changed frame on each side (at most two candidates per frame, as from its
+    two neighbours); changed frames themselves are offered their changed neighbours' answers."""
+    pairs = []
+    for k, j in enumerate(changed):
+        left = changed[k - 1] if k else -reach - 1  # beyond the neighbouring change: its frames
+        right = changed[k + 1] if k + 1 < len(changed) else frames + reach
+        pairs += [(i, j) for i in range(max(j - reach, left, 0), j)]
+        pairs += [(i, j) for i in range(j + 1, min(j + reach, right, frames - 1) + 1)]
+    index = torch.tensor(pairs, dtype=torch.long).reshape(-1, 2)
+    return index[:, 0], index[:, 1]
+
+
 def _temporal_sweeps(sk: SkeletonLike, solved: _Solved, problem: _Problem, config: RefineConfig) -> _Solved:
     """Re-solve doubtful frames from a neighbouring frame's answer; keep what is preferred.
 
     Batched stand-in for OpenSim's frame-to-frame warm start: a better minimum (or a more
-    anatomical Euler set of the same pose) spreads one frame per sweep into a run of frames
-    stuck elsewhere. Doubtful: not converged, an objective above a neighbour's, or a jump of
-    more than ``max_jump`` to a neighbour. Only frames next to a change are retried.
+    anatomical Euler set of the same pose) spreads up to ``sweep_reach`` frames per sweep into
+    a run of frames stuck elsewhere. Doubtful: not converged, an objective above a neighbour's, or a jump of
+    more than ``max_jump`` to a neighbour. Only frames within ``sweep_reach`` of a change are
+    retried, each from the changed frame's answer.
     """
     q, cost = solved.q.clone(), solved.cost.clone()
     iterations, converged = solved.iterations.clone(), solved.converged.clone()
@@ -550,28 +582,19 @@ def _temporal_sweeps(sk: SkeletonLike, solved: _Solved, problem: _Problem, confi
     # A neighbour's answer is a close start: a candidate that needs many more steps is rarely
     # the better minimum, and bounding it keeps the small sweep batches cheap.
     sweep_config = dataclasses.replace(config, max_iters=min(config.max_iters, config.sweep_max_iters))
+    tgt, src = _neighbour_pairs(retry)
     for _ in range(config.temporal_sweeps):
-        targets, sources = [], []
-        for shift in (1, -1):
-            tgt = torch.arange(max(shift, 0), t + min(shift, 0))
-            keep = retry[tgt]
-            targets.append(tgt[keep])
-            sources.append(tgt[keep] - shift)
-        tgt, src = torch.cat(targets), torch.cat(sources)
         if tgt.numel() == 0:
             break
         trial = _solve(sk, q[src], problem.take(tgt), sweep_config)
         iterations.index_add_(0, tgt, trial.iterations)
-        retry = torch.zeros(t, dtype=torch.bool)
-        changed = False
-        for i in range(tgt.numel()):  # two candidates may share a target: compare one by one
+        changed = []
+        for i in range(tgt.numel()):  # several candidates may share a target: compare one by one
             j = int(tgt[i])
             if bool(_preferred(trial.cost[i:i + 1], cost[j:j + 1], trial.q[i:i + 1], q[j:j + 1], anatomy, config)):
                 q[j], cost[j], converged[j] = trial.q[i], trial.cost[i], trial.converged[i]
-                retry[max(j - 1, 0)] = retry[min(j + 1, t - 1)] = True
-                changed = True
-        if not changed:
-            break
+                changed.append(j)
+        tgt, src = _reach_pairs(sorted(set(changed)), t, config.sweep_reach)
     return _Solved(q, iterations, converged, cost)
 
 
