@@ -138,3 +138,19 @@ def test_chunked_jacobian_matches_one_block(monkeypatch: pytest.MonkeyPatch) -> 
     pieces = sk.jacobians(q)
     for field in ("markers", "marker_jacobian", "q_full", "coordinate_jacobian"):
         assert torch.allclose(getattr(whole, field), getattr(pieces, field), atol=1e-14)
+
+
+def test_selected_columns_equal_those_of_the_full_jacobian() -> None:
+    from opensim_biopose.errors import InputError
+
+    sk = Skeleton.from_osim(shared_path("opensim", "models", "Rajagopal2016.osim"))
+    q = poses(sk, 4, seed=6)
+    full = sk.jacobians(q)
+    columns = [sk.coordinate_index(n) for n in ("knee_angle_r", "pelvis_tx", "hip_flexion_l")]
+    part = sk.jacobians(q, columns=columns)
+    assert part.marker_jacobian.shape == (4, len(sk.marker_names), 3, 3)
+    assert torch.allclose(part.marker_jacobian, full.marker_jacobian[..., columns], atol=1e-14)
+    assert torch.allclose(part.coordinate_jacobian, full.coordinate_jacobian[..., columns], atol=1e-14)
+    dependent = int(torch.nonzero(sk.coordinate_dependent)[0])
+    with pytest.raises(InputError, match="not independent"):
+        sk.jacobians(q, columns=[dependent])
