@@ -1,12 +1,14 @@
 """Analytic derivatives of points fixed in bodies with respect to the coordinates.
 
-Pure tensor math (inputs batch-last as in :mod:`tree`, outputs batch-first). A rotation by angle f(q) about a
-unit axis w (in ground) through the point o moves every point x of the bodies below it at
-``dx/dq = f'(q) (w x (x - o))``; a translation by f(q) along w at ``f'(q) w``. Summing
-``dx/dq = U x x - V`` with U = f' w, V = f' (w x o) for a rotation and U = 0, V = -f' w for a
-translation, so each (marker, axis above it) pair costs one cross product; pairs reading the
-same coordinate add up. Couplers (q_d = g(q_i)) then fold a dependent coordinate's column
-into its independent's, times g'(q_i) (chain rule), and the dependent's column becomes zero.
+Pure tensor math (inputs batch-last as in :mod:`tree`; the Jacobians come out batch-first).
+A rotation by angle f(q) about a unit axis w (in ground) through the point o moves every
+point x of the bodies below it at ``dx/dq = f'(q) (w x (x - o))``; a translation by f(q)
+along w at ``f'(q) w``. Both read ``dx/dq = U x x - V`` with U = f' w, V = f' (w x o) for a
+rotation and U = 0, V = -f' w for a translation, so each (marker, axis above it) pair costs
+one cross product; pairs reading the same coordinate add up. A coupled coordinate q_d =
+g(q_i) moves its pairs into the column of its root independent coordinate, times
+dq_d/dq_root (the product of the coupler slopes along the chain: chain rule); its own
+column stays zero.
 
 For a CustomJoint, X_FM is the rotations followed by a translation expressed in F, so the
 rotations turn about the origin of the joint's child-side frame M; this is where ``o`` is.
@@ -30,7 +32,7 @@ class JacobianLayout:
     axis-major within a group), then the translation axes in ``JointLayout`` order. A "pair"
     is a marker and an axis above it (its joint is the marker body's or an ancestor's) whose
     value reads a coordinate; only pairs are evaluated (a marker depends on ~1/3 of the
-    coordinates), then scattered into the dense (M, 3, n) Jacobian.
+    coordinates), then scattered into the dense (B, M, 3, F) Jacobian.
     """
 
     rotation_rows: Tensor  # (R,) long: rows of the axis-value tensor
@@ -47,11 +49,15 @@ class ColumnPlan:
     """Where pair derivatives land for one choice of Jacobian columns (independent coordinates)."""
 
     pairs: Tensor  # (P',) long: the pairs whose root coordinate is a column
+    axis: Tensor  # (P',) long: their axes (Jacobian order)
+    marker: Tensor  # (P',) long: their markers
+    coordinate: Tensor  # (P',) long: the coordinates their axes read
     # Flat targets (marker * 3 + component) * F + column of the (3, P') pair terms, split so
     # that most are written with one assignment (fast) and only repeats are added:
-    first: Tensor  # (3 P',) bool: first term landing on its target
-    first_target: Tensor  # targets of the first terms (unique)
-    repeat_target: Tensor  # targets of the other terms
+    first: Tensor  # long: indices into the 3 P' terms of those landing first on their targets
+    repeat: Tensor  # long: indices of the other terms
+    first_target: Tensor  # long: targets of the first terms (unique)
+    repeat_target: Tensor  # long: targets of the other terms
     coordinate_column: Tensor  # (n,) long: column of each coordinate's root, -1 if not a column
     width: int  # F
 
@@ -72,7 +78,9 @@ def column_plan(layout: JacobianLayout, columns: Tensor) -> ColumnPlan:
         first[i] = t not in seen
         seen.add(t)
     return ColumnPlan(
-        pairs=pairs, first=first, first_target=target[first], repeat_target=target[~first],
+        pairs=pairs, axis=layout.pair_axis[pairs], marker=layout.pair_marker[pairs],
+        coordinate=layout.pair_coordinate[pairs], first=torch.nonzero(first).flatten(),
+        repeat=torch.nonzero(~first).flatten(), first_target=target[first], repeat_target=target[~first],
         coordinate_column=coordinate_column, width=width,
     )
 
@@ -166,9 +174,7 @@ def chain_slopes(stages: Sequence, q_t: Tensor) -> Tensor:
     return slopes
 
 
-def marker_jacobian(
-    layout: JacobianLayout, plan: ColumnPlan, u: Tensor, v: Tensor, markers: Tensor, chain: Tensor | None
-) -> Tensor:
+def marker_jacobian(plan: ColumnPlan, u: Tensor, v: Tensor, markers: Tensor, chain: Tensor | None) -> Tensor:
     """d markers / d q[columns] (B, M, 3, F) from :func:`axis_motions` U, V (3, R + T, B), the
     markers (M, 3, B) in ground (batch last) and :func:`chain_slopes` (n, B) (None without
     couplers): each pair adds (U x x - V) d q_c / d q_root to its marker's root column.
@@ -176,19 +182,18 @@ def marker_jacobian(
     The pair terms are formed component-first and batch-last, (3, P', B), so every product
     runs over contiguous batch rows; one transpose makes the result batch-first."""
     count, batch = markers.shape[0], markers.shape[-1]
-    axis, marker = layout.pair_axis[plan.pairs], layout.pair_marker[plan.pairs]
-    ua, va = u[:, axis], v[:, axis]  # (3, P', B)
-    x = markers.transpose(0, 1)[:, marker]  # (3, P', B)
+    ua, va = u[:, plan.axis], v[:, plan.axis]  # (3, P', B)
+    x = markers.transpose(0, 1)[:, plan.marker]  # (3, P', B)
     motion = torch.stack(
         [ua[1] * x[2] - ua[2] * x[1] - va[0], ua[2] * x[0] - ua[0] * x[2] - va[1], ua[0] * x[1] - ua[1] * x[0] - va[2]]
     )
     if chain is not None:
-        motion = motion * chain[layout.pair_coordinate[plan.pairs]]
+        motion = motion * chain[plan.coordinate]
     terms = motion.view(-1, batch)  # (3 P', B)
     jac = markers.new_zeros(batch, count * 3 * plan.width)
     jac[:, plan.first_target] = terms[plan.first].t()
-    if plan.repeat_target.numel():
-        jac.index_add_(1, plan.repeat_target, terms[~plan.first].t())
+    if plan.repeat.numel():
+        jac.index_add_(1, plan.repeat_target, terms[plan.repeat].t())
     return jac.view(batch, count, 3, plan.width)
 
 

@@ -373,7 +373,7 @@ class Skeleton:
         chain = chain_slopes(c.stages, q_t)
         return SkeletonJacobian(
             markers=markers.permute(2, 0, 1).contiguous(),  # (B, M, 3)
-            marker_jacobian=marker_jacobian(c.jacobian, plan, u, v, markers, chain if c.stages else None),
+            marker_jacobian=marker_jacobian(plan, u, v, markers, chain if c.stages else None),
             q_full=q_t.t().contiguous(),
             coordinate_jacobian=coordinate_jacobian(plan, chain),
         )
