@@ -256,15 +256,22 @@ class Skeleton:
         chunk = CPU_CHUNK if q_t.device.type == "cpu" else batch
         if batch <= chunk:
             return self._forward_chunk(q_t, s, offsets)
-        parts = [
-            self._forward_chunk(q_t[:, i : i + chunk], _chunk(s, i, chunk), _chunk(offsets, i, chunk))
-            for i in range(0, batch, chunk)
-        ]
-        return SkeletonOutput(
-            body_transforms=torch.cat([p.body_transforms for p in parts]),
-            markers=torch.cat([p.markers for p in parts]),
-            q_full=torch.cat([p.q_full for p in parts]),
+        # Each chunk's batch-last results are transposed straight into the batch-first outputs
+        # (one pass over them; a concatenation of per-chunk outputs would be a second).
+        out = SkeletonOutput(
+            body_transforms=q_t.new_empty(batch, len(self.body_names), 4, 4),
+            markers=q_t.new_empty(batch, len(self.marker_names), 3),
+            q_full=q_t.new_empty(batch, self.num_coordinates),
         )
+        for i in range(0, batch, chunk):
+            q_full, markers, bodies = self._forward_batch_last(
+                q_t[:, i : i + chunk], _chunk(s, i, chunk), _chunk(offsets, i, chunk)
+            )
+            size = q_full.shape[-1]
+            out.body_transforms[i : i + size] = bodies.permute(3, 0, 1, 2)
+            out.markers[i : i + size] = markers.permute(2, 0, 1)
+            out.q_full[i : i + size] = q_full.t()
+        return out
 
     def _forward_chunk(self, q_t: Tensor, s: Tensor | None, offsets: Tensor) -> SkeletonOutput:
         """Batch-last inputs (see :meth:`_forward_batch_last`) -> batch-first contiguous outputs.
