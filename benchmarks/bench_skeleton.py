@@ -6,6 +6,7 @@ For the default model (osim_models/biopose_fullbody.osim) when it exists, and Ra
 the gait2354 subject model from ../shared/data (skipped with a message when absent), it
 prints poses/s of
   * Skeleton.forward on CPU, batch 4096, float32 and float64 (markers + body transforms),
+    with autograd enabled (inputs not requiring grad) and under torch.inference_mode,
   * the same with a backward pass (what IK refinement and training pay),
   * OpenSim's loop: set every coordinate in one State, realizePosition, read all markers
     (falls back to all body origins when the model has no markers),
@@ -126,12 +127,12 @@ def bench_model(name: str, path: Path, batch: int, opensim_poses: int, repeats: 
             out = sk.forward(q_grad)
             (out.markers.sum() + out.body_transforms.sum()).backward()
 
-        with torch.no_grad():
+        with torch.inference_mode():
             no_grad = time_calls(lambda: sk.forward(qq), batch, repeats)
         fb = time_calls(forward_backward, batch, max(2, repeats // 2))
         print(f"  Skeleton.forward {label}, batch {batch}: {fwd.poses_per_s:12.0f} poses/s  "
               f"ratio {fwd.poses_per_s / reference.poses_per_s:8.0f}x   "
-              f"(no_grad {no_grad.poses_per_s:10.0f}/s {no_grad.poses_per_s / reference.poses_per_s:6.0f}x; "
+              f"(inference_mode {no_grad.poses_per_s:10.0f}/s {no_grad.poses_per_s / reference.poses_per_s:6.0f}x; "
               f"forward+backward {fb.poses_per_s:10.0f}/s {fb.poses_per_s / reference.poses_per_s:6.0f}x)")
 
 
