@@ -313,7 +313,10 @@ class Skeleton:
     def _column_plan(self, columns: Sequence[int] | Tensor | None) -> ColumnPlan:
         """Cached plan for Jacobian columns (all coordinates when None); InputError for
         dependent or unknown coordinates."""
-        key_columns = tuple(range(self.num_coordinates)) if columns is None else tuple(int(c) for c in columns)
+        if columns is None:
+            key_columns = tuple(range(self.num_coordinates))
+        else:
+            key_columns = tuple(columns.tolist() if isinstance(columns, Tensor) else (int(c) for c in columns))
         key = (key_columns, str(self.device))
         if key not in self._plans:
             dependent = self._compiled.coordinate_dependent.cpu()
