@@ -12,16 +12,14 @@ resolves relative setup paths against the cwd and may drop files there), file lo
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from opensim_biopose.errors import InputError
+from opensim_biopose.io.opensim_tools import opensim_workdir, require_file, run_ik_tool
 from opensim_biopose.pipeline import (
     BioPoseResult,
     MeshStageConfig,
@@ -67,32 +65,10 @@ class BioPose:
 # OpenSim tools on the outputs
 
 
-@contextlib.contextmanager
-def _opensim_workdir() -> Iterator[Path]:
-    """A temporary cwd for an OpenSim tool, with OpenSim's file log off."""
-    import opensim as osim
-
-    osim.Logger.removeFileSink()
-    old = Path.cwd()
-    with tempfile.TemporaryDirectory(prefix="biopose_osim_") as folder:
-        os.chdir(folder)
-        try:
-            yield Path(folder)
-        finally:
-            os.chdir(old)
-
-
 def _files(source: BioPoseResult | OutputFiles, out_dir: Path) -> OutputFiles:
     if isinstance(source, BioPoseResult):
         return source.write(out_dir, overwrite=True)
     return source
-
-
-def _require(path: Path, what: str) -> Path:
-    path = Path(path).resolve()
-    if not path.is_file():             # OpenSim segfaults or throws an opaque error on a missing file
-        raise InputError(f"{what} {path} does not exist")
-    return path
 
 
 def _mot_times(mot_file: Path) -> np.ndarray:
@@ -122,39 +98,14 @@ def run_inverse_kinematics(source: BioPoseResult | OutputFiles, out_mot: str | o
     ``marker_weights``: IK task weights (default: the pipeline's own, so the answers are comparable).
     A BioPoseResult is first written beside ``out_mot``.
     """
-    import opensim as osim
-
     out_mot = Path(out_mot).resolve()
     out_mot.parent.mkdir(parents=True, exist_ok=True)
     if marker_weights is None and isinstance(source, BioPoseResult):
         marker_weights = source.marker_weights
     files = _files(source, out_mot.parent)
-    model_file, trc = _require(files.osim, "scaled model"), _require(files.trc, "marker file")
+    model_file, trc = require_file(files.osim, "scaled model"), require_file(files.trc, "marker file")
     weights = marker_weights if marker_weights is not None else _marker_weights(model_file)
-    from opensim_biopose.io.trc import read_trc
-
-    data = read_trc(trc)
-    with _opensim_workdir():
-        model = osim.Model(str(model_file))
-        tool = osim.InverseKinematicsTool()
-        tool.setModel(model)
-        tool.set_marker_file(str(trc))
-        tasks = tool.getIKTaskSet()
-        for name, w in weights.items():
-            if name in data.names:
-                task = osim.IKMarkerTask()
-                task.setName(name)
-                task.setWeight(float(w))
-                task.setApply(w > 0)
-                tasks.cloneAndAppend(task)
-        tool.setStartTime(float(data.times[0]))
-        tool.setEndTime(float(data.times[-1]))
-        tool.set_accuracy(accuracy)
-        tool.set_report_errors(False)
-        tool.setOutputMotionFileName(str(out_mot))
-        if not tool.run():
-            raise InputError(f"OpenSim's InverseKinematicsTool failed on {trc}")
-    return out_mot
+    return run_ik_tool(model_file, trc, out_mot, marker_weights=weights, accuracy=accuracy)
 
 
 def run_inverse_dynamics(model_file: str | os.PathLike[str], mot_file: str | os.PathLike[str],
@@ -167,11 +118,11 @@ def run_inverse_dynamics(model_file: str | os.PathLike[str], mot_file: str | os.
     """
     import opensim as osim
 
-    model_file, mot_file = _require(Path(model_file), "model"), _require(Path(mot_file), "motion")
+    model_file, mot_file = require_file(Path(model_file), "model"), require_file(Path(mot_file), "motion")
     out_sto = Path(out_sto).resolve()
     out_sto.parent.mkdir(parents=True, exist_ok=True)
     times = _mot_times(mot_file)
-    with _opensim_workdir():
+    with opensim_workdir():
         model = osim.Model(str(model_file))     # kept alive while the tool holds it
         tool = osim.InverseDynamicsTool()
         tool.setModel(model)
@@ -180,7 +131,7 @@ def run_inverse_dynamics(model_file: str | os.PathLike[str], mot_file: str | os.
         tool.setStartTime(float(times[0]))
         tool.setEndTime(float(times[-1]))
         if external_loads is not None:
-            tool.setExternalLoadsFileName(str(_require(Path(external_loads), "external loads")))
+            tool.setExternalLoadsFileName(str(require_file(Path(external_loads), "external loads")))
         tool.setResultsDir(str(out_sto.parent))
         tool.setOutputGenForceFileName(out_sto.name)
         if not tool.run():
@@ -194,11 +145,11 @@ def run_analyze_body_kinematics(model_file: str | os.PathLike[str], mot_file: st
     (body positions, velocities, accelerations in ground)."""
     import opensim as osim
 
-    model_file, mot_file = _require(Path(model_file), "model"), _require(Path(mot_file), "motion")
+    model_file, mot_file = require_file(Path(model_file), "model"), require_file(Path(mot_file), "motion")
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     times = _mot_times(mot_file)
-    with _opensim_workdir():
+    with opensim_workdir():
         model = osim.Model(str(model_file))
         tool = osim.AnalyzeTool()
         tool.setName(name)
