@@ -5,7 +5,6 @@ Anny frame: +X subject's left, -Y anterior, +Z up, metres.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -191,6 +190,7 @@ def _opensim_ik(names: tuple[str, ...], xyz: np.ndarray, stature_m: float, work:
     built at ``stature_m`` with its shipped IK setup. Returns (coordinates: name -> deg or m,
     residuals: name -> model minus target, m)."""
     osim = pytest.importorskip("opensim")
+    from opensim_biopose.io.opensim_tools import run_ik_tool
     from opensim_biopose.io.trc import MarkerData, write_trc
     from osim_models import DEFAULT_IK_SETUP
     from osim_models.build_default_model import write_model
@@ -199,20 +199,8 @@ def _opensim_ik(names: tuple[str, ...], xyz: np.ndarray, stature_m: float, work:
     osim.Logger.setLevelString("warn")
     model_path = write_model(work / "model.osim", stature_m, 70.0)
     write_trc(work / "static.trc", MarkerData(np.array([0.0, 0.01]), names, np.stack([xyz, xyz]), 100.0))
-    cwd = os.getcwd()
-    os.chdir(work)                       # IK resolves the setup's relative paths against the cwd
-    try:
-        tool = osim.InverseKinematicsTool(str(DEFAULT_IK_SETUP))
-        tool.set_model_file(str(model_path))
-        tool.setMarkerDataFileName(str(work / "static.trc"))
-        tool.setOutputMotionFileName(str(work / "static.mot"))
-        tool.setResultsDir(str(work))
-        tool.set_accuracy(1e-6)
-        tool.setStartTime(0.0)
-        tool.setEndTime(0.0)
-        tool.run()
-    finally:
-        os.chdir(cwd)
+    run_ik_tool(model_path, work / "static.trc", work / "static.mot", setup=DEFAULT_IK_SETUP,
+                accuracy=1e-6, time_range=(0.0, 0.0))
     model = osim.Model(str(model_path))
     state = model.initSystem()
     motion = osim.Storage(str(work / "static.mot"))
