@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import opensim as osim
 import pytest
 
 from opensim_biopose.errors import InputError
+from opensim_biopose.io.opensim_tools import run_ik_tool
 from osim_models import DEFAULT_IK_SETUP, DEFAULT_MODEL, build_model, write_model
 from osim_models.anthropometry import StatureFractions
 from osim_models.build_default_model import DEFAULT_HEIGHT_M, GAIT2392_FEMUR_LENGTH_M
@@ -282,15 +282,9 @@ def test_opensim_ik_with_the_shipped_setup_recovers_a_known_pose(tmp_path: Path,
         frames.append(np.stack([pose.marker(n) for n in names]))
     monkeypatch.chdir(tmp_path)
     _write_trc(tmp_path / "pose.trc", names, frames, rate=50.0)
-    tool = osim.InverseKinematicsTool(str(DEFAULT_IK_SETUP))
-    tool.set_model_file(str(DEFAULT_MODEL))
-    tool.setMarkerDataFileName(str(tmp_path / "pose.trc"))
-    tool.setOutputMotionFileName(str(tmp_path / "pose_ik.mot"))
-    tool.setResultsDir(str(tmp_path))  # the marker-error report goes here, not beside the setup
-    tool.set_accuracy(1e-6)
-    tool.setStartTime(0.0)
-    tool.setEndTime(0.02)
-    assert tool.run()
+    # report_errors: the marker-error report must land beside the output, not beside the setup
+    run_ik_tool(DEFAULT_MODEL, tmp_path / "pose.trc", tmp_path / "pose_ik.mot", setup=DEFAULT_IK_SETUP,
+                accuracy=1e-6, time_range=(0.0, 0.02), report_errors=True)
     assert not list(DEFAULT_IK_SETUP.parent.glob("*_ik_marker_errors.sto"))
     storage = osim.Storage(str(tmp_path / "pose_ik.mot"))
     last = storage.getStateVector(storage.getSize() - 1).getData()
