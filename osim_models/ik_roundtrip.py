@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 import tempfile
 import time
@@ -73,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import opensim as osim
 
+    from opensim_biopose.io.opensim_tools import run_ik_tool
     from osim_models import DEFAULT_IK_SETUP, DEFAULT_MODEL
 
     osim.Logger.removeFileSink()
@@ -82,22 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         write_trc(tmp / "motion.trc", names, xyz, rate)
-        cwd = os.getcwd()
-        os.chdir(tmp)
-        try:
-            tool = osim.InverseKinematicsTool(str(DEFAULT_IK_SETUP))
-            tool.set_model_file(str(DEFAULT_MODEL))
-            tool.setMarkerDataFileName(str(tmp / "motion.trc"))
-            tool.setOutputMotionFileName(str(tmp / "motion_ik.mot"))
-            tool.setResultsDir(str(tmp))
-            tool.set_accuracy(args.accuracy)
-            tool.setStartTime(0.0)
-            tool.setEndTime((args.frames - 1) / rate)
-            start = time.perf_counter()
-            tool.run()
-            seconds = time.perf_counter() - start
-        finally:
-            os.chdir(cwd)
+        start = time.perf_counter()          # the tool's run, model load and .trc read included
+        run_ik_tool(DEFAULT_MODEL, tmp / "motion.trc", tmp / "motion_ik.mot", setup=DEFAULT_IK_SETUP,
+                    accuracy=args.accuracy, time_range=(0.0, (args.frames - 1) / rate))
+        seconds = time.perf_counter() - start
         motion = osim.Storage(str(tmp / "motion_ik.mot"))
         labels = motion.getColumnLabels()
         column = {labels.get(i + 1): i for i in range(labels.getSize() - 1)}
