@@ -13,7 +13,6 @@ Needs the ``anny`` extra; the first run builds Anny's cache (~1 min, ~790 MB).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -67,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import opensim as osim
 
+    from opensim_biopose.io.opensim_tools import run_ik_tool
     from osim_models import DEFAULT_IK_SETUP
     from osim_models.build_default_model import write_model
 
@@ -77,23 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp_name)
         model_path = write_model(tmp / "anny_size.osim", stature, 70.0)
         _write_trc(tmp / "anny.trc", names, xyz)
-        cwd = os.getcwd()
-        os.chdir(tmp)
-        try:
-            tool = osim.InverseKinematicsTool(str(DEFAULT_IK_SETUP))
-            tool.set_model_file(str(model_path))
-            tool.setMarkerDataFileName(str(tmp / "anny.trc"))
-            tool.setOutputMotionFileName(str(tmp / "anny_ik.mot"))
-            tool.setResultsDir(str(tmp))
-            tool.set_accuracy(1e-6)
-            tasks = tool.getIKTaskSet()
-            for name in args.exclude:
-                tasks.get(name).setApply(False)
-            tool.setStartTime(0.0)
-            tool.setEndTime(0.0)
-            tool.run()
-        finally:
-            os.chdir(cwd)
+        run_ik_tool(model_path, tmp / "anny.trc", tmp / "anny_ik.mot", setup=DEFAULT_IK_SETUP,
+                    accuracy=1e-6, time_range=(0.0, 0.0), exclude=args.exclude)
         model = osim.Model(str(model_path))
         state = model.initSystem()
         motion = osim.Storage(str(tmp / "anny_ik.mot"))
