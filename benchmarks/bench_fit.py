@@ -10,20 +10,30 @@ alignment (absolute, camera depth included), after per-frame centroid alignment,
 per-frame Procrustes; the virtual-marker (anny-pig53) error after Procrustes; and fit speed
 in frames/s (one CPU thread, whole fit: rigid init + full stage + outputs).
 
-    .venv/bin/python benchmarks/bench_fit.py [--frames 30] [--quick]
+``--squat``: instead, a neutral body squats from standing to its deepest (knee 105 deg, thigh
+100 deg, feet kept on the floor), 2D only, seen in profile and at 30 deg; printed: Procrustes
+vertex error and the deepest frame's true vs fitted left knee and hip flexion (deg).
+
+    .venv/bin/python benchmarks/bench_fit.py [--frames 30] [--quick] [--squat]
 """
 from __future__ import annotations
 
 import argparse
+import math
 import time
 
+import numpy as np
 import torch
 
 from opensim_biopose.body.anny_model import AnnyBody
 from opensim_biopose.body.markers import load_marker_set
 from opensim_biopose.detect.layouts import BLAZEPOSE33
+from opensim_biopose.body.rotations import axis_angle_to_matrix
+from opensim_biopose.detect.types import KeypointSequence
+from opensim_biopose.mesh.camera import CAMERA_FROM_GROUND, PinholeCamera, project
 from opensim_biopose.mesh.keypoint_fit import KeypointFit
 from opensim_biopose.mesh.synthetic import make_trial, procrustes_align, vertex_errors
+from opensim_biopose.render.motions import squat
 
 # name: (gender, age, muscle, weight, height, proportions), heading (deg; 0 = facing the camera)
 CASES = {
@@ -52,13 +62,60 @@ def evaluate(fitter: KeypointFit, shape: tuple[float, ...], heading: float, fram
     return errs, marker, frames / seconds
 
 
+def squat_case(fitter: KeypointFit, heading: float, frames: int) -> tuple[float, float, float, float, float]:
+    """Procrustes error (m) and (true, fitted) knee and hip flexion (deg) at the deepest frame."""
+    body = fitter.body
+    times = torch.linspace(0.0, 1.2, frames)                   # half of squat's 2.4 s period: down only
+    pose = squat(body, times).pose
+    camera = PinholeCamera.for_image(1920, 1080, focal_px=1500.0)
+    rot = axis_angle_to_matrix(torch.tensor([0.0, -math.radians(heading), 0.0])) @ torch.tensor(
+        CAMERA_FROM_GROUND) @ body.frame.matrix()
+    names = BLAZEPOSE33.keypoint_names
+    reg = body.keypoint_regressor()
+    cols = [i for i, n in enumerate(names) if n in reg.names]
+    reg = reg.subset(tuple(names[i] for i in cols))
+    feet = [i for i, n in enumerate(reg.names) if n.endswith(("_heel", "_foot_index"))]
+    with torch.no_grad():
+        verts = body(pose, body.neutral_shape[None]).vertices @ rot.T + torch.tensor([0.0, 0.1, 4.5])
+        drop = reg.positions(verts)[:, feet, 1].amax(dim=1)         # camera y points down: keep feet level
+        verts = verts - (drop - drop[0])[:, None, None] * torch.tensor([0.0, 1.0, 0.0])
+        kps = reg.positions(verts)
+        gen = torch.Generator().manual_seed(3)
+        px = project(kps, camera) + 4.0 * torch.randn(kps.shape[:2] + (2,), generator=gen)
+    xy = np.full((frames, len(names), 2), np.nan)
+    xy[:, cols] = px.numpy()
+    conf = np.zeros((frames, len(names)))
+    conf[:, cols] = 0.9
+    seq = KeypointSequence(layout=BLAZEPOSE33, times=times.numpy().astype(np.float64), xy=xy, confidence=conf,
+                           detected=np.ones(frames, dtype=bool), image_size=(1920, 1080), fps=(frames - 1) / 1.2,
+                           focal_length_px=1500.0)
+    fit = fitter.fit(seq)
+    truth = verts @ torch.tensor(fit.ground_from_camera).T + torch.tensor(fit.ground_offset)
+    err = vertex_errors(torch.tensor(fit.vertices), truth)["procrustes"]
+    knee, hip = body.pose_joint_names.index("lowerleg01.L"), body.pose_joint_names.index("upperleg01.L")
+    deg = [math.degrees(float(p[-1, j, 0])) for p in (pose, torch.tensor(fit.pose)) for j in (knee, hip)]
+    return err, deg[0], deg[2], -deg[1], -deg[3]
+
+
+def main_squat(fitter: KeypointFit, frames: int) -> None:
+    print(f"keypoint-fit squat, 2D only, {frames} frames standing -> deepest; knee/hip flexion in deg")
+    for heading in (90.0, 30.0):
+        err, knee_t, knee_f, hip_t, hip_f = squat_case(fitter, heading, frames)
+        print(f"heading {heading:4.0f} deg: procrustes {err * 1e3:6.1f} mm | knee true {knee_t:5.0f} fit "
+              f"{knee_f:5.0f} | hip true {hip_t:5.0f} fit {hip_f:5.0f}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=30)
     parser.add_argument("--quick", action="store_true", help="first two cases only")
+    parser.add_argument("--squat", action="store_true", help="deep-flexion squat check instead")
     args = parser.parse_args()
     torch.set_num_threads(1)
     fitter = KeypointFit(AnnyBody(), load_marker_set("anny-pig53"))
+    if args.squat:
+        main_squat(fitter, min(args.frames, 12))
+        return
     cases = list(CASES.items())[: 2 if args.quick else None]
     print(f"keypoint-fit round trip, {args.frames} frames at 30 fps, 4 px noise; errors in mm")
     print(f"{'case':34s} {'input':8s} {'absolute':>9s} {'centred':>8s} {'procrustes':>10s} "

@@ -56,11 +56,12 @@ _LIMITS: dict[str, PoseLimit] = {
 # trunk and the distal segments move less than the limbs' proximal joints and the detector sees
 # them worst; legs move mostly in flexion (the knee is nearly a hinge), so the prior prefers
 # flexion over ab/adduction and axial rotation, which otherwise absorb a monocular view's
-# depth ambiguity (a foreshortened leg seen from behind).
+# depth ambiguity (a foreshortened leg seen from behind). Hip and knee flexion are nearly free
+# (0.05): a stiffer one capped a fitted squat's knee at ~45-60 deg of 105 (bench_fit --squat).
 _PRIOR_WEIGHTS: dict[str, tuple[float, float, float]] = {
     "spine04": (3.0, 3.0, 3.0), "spine02": (3.0, 3.0, 3.0), "neck01": (2.0, 2.0, 2.0),
     "head": (2.0, 2.0, 2.0), "wrist": (2.0, 2.0, 2.0),
-    "upperleg": (1.0, 4.0, 4.0), "lowerleg": (1.0, 10.0, 10.0), "foot": (2.0, 4.0, 4.0),
+    "upperleg": (0.05, 4.0, 4.0), "lowerleg": (0.05, 10.0, 10.0), "foot": (2.0, 4.0, 4.0),
 }
 
 # Phenotypes in the order Anny exposes them, with sensible ranges. ``height`` stays in
