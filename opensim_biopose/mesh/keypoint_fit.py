@@ -67,8 +67,8 @@ class KeypointFitConfig:
     weight_3d: float = 0.3
     # Pose prior (per-axis stiffness from the body model): strong enough to settle a 2D-only
     # view's depth ambiguities (0.005 -> 0.1 took the 2D-only benchmark from 37.7 to 32.7 mm);
-    # the legs' flexion axes are nearly free in the body model's weights, so squats still reach
-    # full knee/hip flexion.
+    # the legs' flexion axes are nearly free in the body model's weights, so this does not stiffen
+    # hip/knee flexion (deep squats still stop short, from the floor term: bench_fit --squat).
     weight_pose: float = 0.1
     weight_limits: float = 10.0
     # Smoothness: squared 3D keypoint accelerations over this scale (m/s^2). Feet reach
