@@ -236,6 +236,18 @@ class Skeleton:
             q_t = q_t.index_copy(0, stage.dependent, stage.table(q_t[stage.independent]))
         return q_t
 
+    def _batch_last_inputs(self, q: Tensor, scales: Tensor | None, marker_offsets: Tensor | None
+                           ) -> tuple[Tensor, Tensor | None, Tensor]:
+        """Checked inputs, batch last: q (n, B), scales (1 + NB, 3, B|1) or None, marker offsets (M, 3, B|1)."""
+        q_t = self._check_q(q).transpose(0, 1).contiguous()
+        batch = q_t.shape[1]
+        s = None if scales is None else self._check_scales(scales, batch)
+        if marker_offsets is None:
+            offsets = self._compiled.marker_offsets.unsqueeze(-1)
+        else:
+            offsets = self._check_offsets(marker_offsets, batch)
+        return q_t, s, offsets
+
     def forward(self, q: Tensor, scales: Tensor | None = None, marker_offsets: Tensor | None = None) -> SkeletonOutput:
         """Forward kinematics.
 
@@ -246,13 +258,8 @@ class Skeleton:
         marker_offsets: optional (M, 3) or (B, M, 3) marker locations in their bodies, metres,
         before scaling (they replace the model's marker locations and are scaled like them).
         """
-        q_t = self._check_q(q).transpose(0, 1).contiguous()  # (n, B): batch last from here on
+        q_t, s, offsets = self._batch_last_inputs(q, scales, marker_offsets)
         batch = q_t.shape[1]
-        s = None if scales is None else self._check_scales(scales, batch)
-        if marker_offsets is None:
-            offsets = self._compiled.marker_offsets.unsqueeze(-1)
-        else:
-            offsets = self._check_offsets(marker_offsets, batch)
         chunk = CPU_CHUNK if q_t.device.type == "cpu" else batch
         if batch <= chunk:
             return self._forward_chunk(q_t, s, offsets)
@@ -344,13 +351,8 @@ class Skeleton:
         coordinate indices to differentiate by (default all n)."""
         plan = self._column_plan(columns)
         with torch.no_grad():
-            q_t = self._check_q(q).transpose(0, 1).contiguous()
+            q_t, s, offsets = self._batch_last_inputs(q, scales, marker_offsets)
             batch = q_t.shape[1]
-            s = None if scales is None else self._check_scales(scales, batch)
-            if marker_offsets is None:
-                offsets = self._compiled.marker_offsets.unsqueeze(-1)
-            else:
-                offsets = self._check_offsets(marker_offsets, batch)
             chunk = JACOBIAN_CPU_CHUNK if q_t.device.type == "cpu" else batch
             parts = [
                 self._jacobian_chunk(q_t[:, i : i + chunk], _chunk(s, i, chunk), _chunk(offsets, i, chunk), plan)
