@@ -237,6 +237,27 @@ def test_cuda_matches_cpu() -> None:
     assert (gpu.body_transforms.cpu() - sk.forward(q).body_transforms).abs().max() < 1e-10
 
 
+def test_hash_follows_the_kinematics_not_the_dtype() -> None:
+    """NeurIK checkpoints are keyed to model_hash: it must not depend on dtype or on how the
+    code stores the model, and must change when a marker moves by a millimetre."""
+    import dataclasses
+
+    from opensim_biopose.kinematics.osim_reader import read_osim
+
+    model = read_osim(DEFAULT_MODEL, None)
+    sk = Skeleton(model)
+    assert Skeleton(model, dtype=torch.float32).model_hash == sk.model_hash
+    assert sk.to(dtype=torch.float32).model_hash == sk.model_hash
+
+    def moved(dx: float) -> str:
+        m0 = model.markers[0]
+        marker = dataclasses.replace(m0, offset=(m0.offset[0] + dx, *m0.offset[1:]))
+        return Skeleton(dataclasses.replace(model, markers=(marker, *model.markers[1:]))).model_hash
+
+    assert moved(1e-3) != sk.model_hash
+    assert moved(1e-12) == sk.model_hash    # float noise of a refactor
+
+
 def test_names_indices_and_hash() -> None:
     path = shared_path("opensim", "trials", "gait2354_walk1", "subject01_simbody.osim")
     sk = Skeleton.from_osim(path)

@@ -75,10 +75,48 @@ class SkeletonJacobian:
     coordinate_jacobian: Tensor  # (B, n, F) d q_full / d q[columns]
 
 
-def _model_hash(model: KinematicModel) -> str:
-    """sha256 of the kinematic structure and markers (names, numbers), not of the file path."""
-    content = repr((model.coordinates, model.body_names, model.joints, model.couplers, model.markers))
-    return hashlib.sha256(content.encode()).hexdigest()
+# Poses at which model_hash samples the kinematics: the default pose moved by these fixed
+# amounts (rad for rotations, scaled by HASH_TRANSLATION for translations), coordinate j of
+# pose k by HASH_AMPLITUDE * sin(1.3 (j + 1)(k + 1)): every coordinate moves in every pose.
+HASH_POSES = 4
+HASH_AMPLITUDE = 0.5
+HASH_TRANSLATION = 0.2   # m per rad of the above
+HASH_RESOLUTION = 1e-6   # m (positions) and unit-vector components: far below any real model change
+
+
+def _rounded(x: Tensor) -> bytes:
+    return torch.round(x.double() / HASH_RESOLUTION).to(torch.int64).numpy().tobytes()
+
+
+def _model_fingerprint(sk: Skeleton) -> str:
+    """sha256 of what the model does, not of how this code stores it.
+
+    Hashed: coordinate, body and marker names; ranges, defaults and flags of the coordinates;
+    the marker bodies; and every body transform and marker position at HASH_POSES fixed poses,
+    rounded to HASH_RESOLUTION. Two models that move alike get the same hash whatever the
+    internal data structures look like, so refactoring the kinematics code does not orphan
+    trained NeurIK checkpoints (keyed to this hash); a change of a model's geometry, ranges or
+    markers above a micrometre does. ``sk`` must be float64 on the CPU.
+    """
+    h = hashlib.sha256()
+    for names in (sk.coordinate_names, sk.body_names, sk.marker_names):
+        h.update(("\x1f".join(names) + "\x1e").encode())
+    flags = torch.stack([sk.coordinate_clamped, sk.coordinate_locked, sk.coordinate_is_rotational,
+                         sk.coordinate_dependent]).to(torch.int64)
+    h.update(flags.numpy().tobytes())
+    h.update(sk.marker_body_index.to(torch.int64).numpy().tobytes())
+    ranges = torch.nan_to_num(sk.coordinate_ranges, posinf=1e9, neginf=-1e9).clamp(-1e9, 1e9)
+    h.update(_rounded(ranges))
+    h.update(_rounded(sk.coordinate_defaults))
+    n = sk.num_coordinates
+    j = torch.arange(1, n + 1, dtype=torch.float64)
+    k = torch.arange(1, HASH_POSES + 1, dtype=torch.float64)
+    delta = HASH_AMPLITUDE * torch.sin(1.3 * k[:, None] * j[None, :])
+    delta = torch.where(sk.coordinate_is_rotational, delta, delta * HASH_TRANSLATION)
+    out = sk.forward(sk.coordinate_defaults + delta)
+    h.update(_rounded(out.body_transforms[..., :3, :]))
+    h.update(_rounded(out.markers))
+    return h.hexdigest()
 
 
 class Skeleton:
@@ -110,10 +148,13 @@ class Skeleton:
         self.body_names: list[str] = list(model.body_names)
         self.joint_names: list[str] = [j.name for j in model.joints]
         self.marker_names: list[str] = [m.name for m in model.markers]
-        self.model_hash: str = _model_hash(model)
         joints_scalable = all(j.parent_frame.scalable and j.child_frame.scalable for j in model.joints)
         self._scalable: bool = joints_scalable and all(m.scalable for m in model.markers)
-        self._set_tensors(move_to(compile_model(model), device, dtype))
+        compiled = compile_model(model)
+        self._set_tensors(move_to(compiled, "cpu", torch.float64))
+        # Identity of the model's kinematics for NeurIK checkpoints; the same in any dtype/device.
+        self.model_hash: str = _model_fingerprint(self)
+        self._set_tensors(move_to(compiled, device, dtype))
         self._plans: dict[tuple[tuple[int, ...], str], ColumnPlan] = {}  # jacobians' column plans
 
     @classmethod
