@@ -128,13 +128,15 @@ def test_refine_config_selects_the_jacobian_and_all_agree() -> None:
     a = refine(sk, trial.xyz, trial.weights, q0, config=RefineConfig(jacobian="forward_ad"))
     b = refine(sk, trial.xyz, trial.weights, q0, config=RefineConfig(jacobian="finite_difference"))
     c = refine(sk, trial.xyz, trial.weights, q0)  # analytic, the default
+    d = refine(sk, trial.xyz, trial.weights, q0, config=RefineConfig(jacobian="analytic_jacobian"))
     assert torch.rad2deg((a.q - b.q).abs()).max() < 1e-3
     assert torch.rad2deg((a.q - c.q).abs()).max() < 1e-3
+    assert torch.rad2deg((d.q - c.q).abs()).max() < 1e-6  # the same normal equations, formed two ways
 
 
 def test_analytic_residual_jacobian_equals_forward_ad_with_coupled_tasks() -> None:
     """Marker rows and coordinate-task rows (a task on a coupled coordinate included) per column."""
-    from opensim_biopose.neurik.refine import CoordinateTargets, JACOBIANS, _build_problem
+    from opensim_biopose.neurik.refine import LINEARISERS, CoordinateTargets, JACOBIANS, _build_problem
 
     sk = _skeleton(shared_path("opensim", "models", "Rajagopal2016.osim"))
     gen = torch.Generator().manual_seed(1)
@@ -155,6 +157,12 @@ def test_analytic_residual_jacobian_equals_forward_ad_with_coupled_tasks() -> No
     assert torch.allclose(r_a, r_f, atol=1e-14)
     assert (jac_a - jac_f).abs().max() < 1e-10 * jac_f.abs().max()
     assert jac_a[:, :, -2].abs().max() > 0.1  # the coupled coordinate's task row depends on its independent
+    # The solver's default: normal equations from marker moments plus the task rows, no Jacobian.
+    moments = LINEARISERS["analytic"](sk, q, x, problem, 1e-7)
+    reference = LINEARISERS["forward_ad"](sk, q, x, problem, 1e-7)
+    assert torch.allclose(moments.cost, reference.cost, rtol=1e-12, atol=0)
+    assert (moments.gradient - reference.gradient).abs().max() < 1e-10 * reference.gradient.abs().max()
+    assert (moments.hessian - reference.hessian).abs().max() < 1e-10 * reference.hessian.abs().max()
 
 
 def test_coordinate_tasks_pull_coordinates_to_manual_and_file_values() -> None:

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from conftest import ROOT, shared_path
+from opensim_biopose.errors import InputError
 from opensim_biopose.kinematics import Skeleton
 from opensim_biopose.kinematics import skeleton as skeleton_module
 from opensim_biopose.kinematics.osim_reader import MarkerSpec, read_osim
@@ -154,3 +155,59 @@ def test_selected_columns_equal_those_of_the_full_jacobian() -> None:
     dependent = int(torch.nonzero(sk.coordinate_dependent)[0])
     with pytest.raises(InputError, match="not independent"):
         sk.jacobians(q, columns=[dependent])
+
+
+def dense_normal_equations(jac, targets: torch.Tensor, weights: torch.Tensor):
+    """cost, J^T W e, J^T W J formed from the analytic Jacobian (B, M, 3, F)."""
+    j = jac.marker_jacobian.flatten(1, 2)  # (B, 3M, F)
+    w = weights.repeat_interleave(3, dim=1)  # (B, 3M)
+    e = (jac.markers - targets).flatten(1)
+    return (w * e * e).sum(1), (j.transpose(1, 2) @ (w * e)[..., None])[..., 0], j.transpose(1, 2) @ (j * w[..., None])
+
+
+@pytest.mark.parametrize("name", ["gait2354_subject01", "rajagopal_subject", "Rajagopal2016", "LaiUhlrich2022_markers"])
+def test_normal_equations_equal_the_jacobian_products(name: str) -> None:
+    """Skeleton.normal_equations (marker moments, no Jacobian) against J^T W J and J^T W e from
+    the analytic Jacobian, on the free coordinates, with absent markers (weight 0), per-frame
+    weights, couplers (Rajagopal's knee) and per-pose scales."""
+    sk = skeleton_with_markers(shared_path(*MODELS[name]))
+    q = poses(sk, 5, seed=6)
+    gen = torch.Generator().manual_seed(7)
+    m = len(sk.marker_names)
+    free = torch.nonzero(~sk.coordinate_locked & ~sk.coordinate_dependent).flatten()
+    scales = 0.8 + 0.4 * torch.rand(5, len(sk.body_names), 3, generator=gen, dtype=torch.float64)
+    for kwargs in ({}, {"scales": scales}):
+        targets = sk.forward(q, **kwargs).markers + 0.03 * torch.randn(5, m, 3, generator=gen, dtype=torch.float64)
+        weights = torch.rand(5, m, generator=gen, dtype=torch.float64)
+        weights[0, : m // 2] = 0.0
+        out = sk.normal_equations(q, targets, weights, columns=free, **kwargs)
+        cost, gradient, hessian = dense_normal_equations(sk.jacobians(q, columns=free, **kwargs), targets, weights)
+        assert torch.allclose(out.cost, cost, rtol=1e-12, atol=0)
+        assert_close(out.gradient, gradient)
+        assert_close(out.hessian, hessian)
+        assert torch.allclose(out.markers, sk.forward(q, **kwargs).markers, atol=1e-12)
+
+
+def test_normal_equations_reject_bad_targets() -> None:
+    sk = Skeleton.from_osim(shared_path("opensim", "models", "Rajagopal2016.osim"))
+    q = poses(sk, 2)
+    targets = sk.forward(q).markers
+    weights = torch.ones(len(sk.marker_names), dtype=torch.float64)
+    with pytest.raises(InputError, match="finite"):
+        sk.normal_equations(q, targets.clone().fill_(float("nan")), weights)
+    with pytest.raises(InputError, match="weights >= 0"):
+        sk.normal_equations(q, targets, -weights)
+    with pytest.raises(InputError, match="marker targets have shape"):
+        sk.normal_equations(q, targets[:, :3], weights)
+
+
+def test_chunked_normal_equations_match_one_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    sk = Skeleton.from_osim(shared_path("opensim", "models", "Rajagopal2016.osim"))
+    q = poses(sk, 20, seed=8)
+    targets = sk.forward(q).markers + 0.01
+    weights = torch.ones(len(sk.marker_names), dtype=torch.float64)
+    whole = sk.normal_equations(q, targets, weights)
+    monkeypatch.setattr(skeleton_module, "CPU_CHUNK", 7)
+    pieces = sk.normal_equations(q, targets, weights)
+    for field in ("markers", "q_full", "coordinate_jacobian", "cost", "gradient", "hessian"):
+        assert torch.allclose(getattr(whole, field), getattr(pieces, field), rtol=1e-12, atol=1e-14)

@@ -12,6 +12,15 @@ column stays zero.
 
 For a CustomJoint, X_FM is the rotations followed by a translation expressed in F, so the
 rotations turn about the origin of the joint's child-side frame M; this is where ``o`` is.
+
+Gauss-Newton needs only J^T W J and J^T W e of weighted marker residuals e = x - target, and
+these follow from a few weighted moments of the markers below each axis, without forming J
+(:func:`normal_equations`): with W, X, Q the sums of w, w x, w x x^T over the markers below
+axis b (the markers below two axes are those below the deeper one), the entry of axes a
+(above or beside b) and b is ``U_a . alpha_b + V_a . beta_b`` with
+``alpha_b = (tr(Q) I - Q) U_b - X x V_b`` and ``beta_b = X x U_b + W V_b``, and the gradient
+entry of axis a is ``U_a . sum w (x x e) - V_a . sum w e``. This is the composite-rigid-body
+idea applied to least squares: cost per pose O(axes^2 + axes x markers), no gathers.
 """
 from __future__ import annotations
 
@@ -42,6 +51,12 @@ class JacobianLayout:
     pair_axis: Tensor  # (P,) long: index in Jacobian order
     pair_coordinate: Tensor  # (P,) long: the coordinate the axis reads (may be a dependent one)
     root: Tensor  # (n,) long: the independent coordinate each coordinate follows (itself if independent)
+    axis_coordinate: Tensor  # (A,) long: coordinate each axis reads, -1 for constants (Jacobian order)
+    below: Tensor  # (A, M) float 0/1: marker m is fixed in a body below axis a (its joint's subtree)
+    # (A, A) float: 1 where axis a's joint is a strict ancestor of axis b's or the same joint
+    # with a < b (the markers below both axes are those below b), 0.5 on the diagonal (added
+    # to its transpose this counts every pair once), 0 elsewhere.
+    above: Tensor
 
 
 @dataclass(frozen=True)
@@ -59,6 +74,10 @@ class ColumnPlan:
     first_target: Tensor  # long: targets of the first terms (unique)
     repeat_target: Tensor  # long: targets of the other terms
     coordinate_column: Tensor  # (n,) long: column of each coordinate's root, -1 if not a column
+    moving: Tensor  # (A',) long: the axes (Jacobian order) whose coordinate moves a column
+    axis_columns: Tensor  # (A', F) float 0/1: the column each of them moves
+    below: Tensor  # (A', M) float: JacobianLayout.below of the moving axes
+    above: Tensor  # (A', A') float: JacobianLayout.above of the moving axes
     width: int  # F
 
 
@@ -77,11 +96,17 @@ def column_plan(layout: JacobianLayout, columns: Tensor) -> ColumnPlan:
     for i, t in enumerate(target.tolist()):
         first[i] = t not in seen
         seen.add(t)
+    reads = layout.axis_coordinate >= 0
+    axis_column = torch.where(reads, coordinate_column[layout.axis_coordinate.clamp_min(0)], -1)
+    moving = torch.nonzero(axis_column >= 0).flatten()
+    axis_columns = torch.zeros(moving.numel(), width, dtype=torch.float64)
+    axis_columns[torch.arange(moving.numel()), axis_column[moving]] = 1.0
     return ColumnPlan(
         pairs=pairs, axis=layout.pair_axis[pairs], marker=layout.pair_marker[pairs],
         coordinate=layout.pair_coordinate[pairs], first=torch.nonzero(first).flatten(),
         repeat=torch.nonzero(~first).flatten(), first_target=target[first], repeat_target=target[~first],
-        coordinate_column=coordinate_column, width=width,
+        coordinate_column=coordinate_column, moving=moving, axis_columns=axis_columns,
+        below=layout.below[moving], above=layout.above[moving][:, moving], width=width,
     )
 
 
@@ -101,18 +126,31 @@ def build_jacobian_layout(
     joint_of_body = {child: j for j, child in enumerate(joint_child_body)}
     columns = torch.cat([rotation_rows, translation_rows]).tolist()
     joints = torch.cat([rotation_joints, translation_joints]).tolist()
-    pairs: list[tuple[int, int, int]] = []
-    for m, body in enumerate(marker_body_rows):
-        ancestors = set()
+
+    def joints_above(body: int) -> set[int]:
+        """The joints on the path from ground to ``body`` (body row)."""
+        found = set()
         while body != 0:
-            ancestors.add(joint_of_body[body])
+            found.add(joint_of_body[body])
             body = joint_parent_body[joint_of_body[body]]
+        return found
+
+    pairs: list[tuple[int, int, int]] = []
+    below = torch.zeros(len(joints), len(marker_body_rows), dtype=torch.float64)
+    for m, body in enumerate(marker_body_rows):
+        ancestors = joints_above(body)
+        below[:, m] = torch.tensor([float(j in ancestors) for j in joints], dtype=torch.float64)
         pairs += [
             (m, a, axis_coordinate[row])
             for a, (row, joint) in enumerate(zip(columns, joints))
             if joint in ancestors and axis_coordinate[row] >= 0
         ]
     index = torch.tensor(pairs, dtype=torch.long).reshape(-1, 3)
+    above = torch.zeros(len(joints), len(joints), dtype=torch.float64)
+    for b, joint_b in enumerate(joints):
+        strict = joints_above(joint_child_body[joint_b]) - {joint_b}
+        for a, joint_a in enumerate(joints):
+            above[a, b] = 0.5 if a == b else float(joint_a in strict or (joint_a == joint_b and a < b))
     return JacobianLayout(
         rotation_rows=rotation_rows,
         rotation_joints=rotation_joints,
@@ -121,6 +159,9 @@ def build_jacobian_layout(
         pair_axis=index[:, 1].contiguous(),
         pair_coordinate=index[:, 2].contiguous(),
         root=root,
+        axis_coordinate=torch.tensor([axis_coordinate[row] for row in columns], dtype=torch.long),
+        below=below,
+        above=above,
     )
 
 
@@ -204,3 +245,73 @@ def coordinate_jacobian(plan: ColumnPlan, chain: Tensor) -> Tensor:
     jac = chain.new_zeros(batch, n * plan.width)
     jac[:, rows * plan.width + plan.coordinate_column[rows]] = chain[rows].t()
     return jac.view(batch, n, plan.width)
+
+
+def _moments(markers: Tensor, targets: Tensor, weights: Tensor) -> Tensor:
+    """(16, M, B) per-marker quantities, batch last: w, w x (3), w x x^T (xx, yy, zz, xy, xz, yz),
+    w (x x e) (3), w e (3), with e = x - target. markers, targets (M, 3, B), weights (M, B)."""
+    x0, x1, x2 = markers.unbind(1)
+    e = markers - targets
+    wx = markers * weights.unsqueeze(1)  # (M, 3, B)
+    we = e * weights.unsqueeze(1)
+    w0, w1, w2 = wx.unbind(1)
+    e0, e1, e2 = e.unbind(1)
+    return torch.stack([
+        weights, w0, w1, w2, w0 * x0, w1 * x1, w2 * x2, w0 * x1, w0 * x2, w1 * x2,
+        w1 * e2 - w2 * e1, w2 * e0 - w0 * e2, w0 * e1 - w1 * e0, *we.unbind(1),
+    ])
+
+
+@dataclass(frozen=True)
+class NormalEquations:
+    """Gauss-Newton normal equations of ``f = sum_m w_m ||x_m(q) - target_m||^2`` (batch first).
+
+    Derivatives by the F columns of a :class:`ColumnPlan`; J = d x / d q[columns] (3M rows).
+    """
+
+    cost: Tensor  # (B,) f, m^2 (times the weights)
+    gradient: Tensor  # (B, F) J^T W e (half the gradient of f)
+    hessian: Tensor  # (B, F, F) J^T W J
+
+
+def normal_equations(
+    layout: JacobianLayout, plan: ColumnPlan, u: Tensor, v: Tensor, markers: Tensor,
+    targets: Tensor, weights: Tensor, chain: Tensor | None,
+) -> NormalEquations:
+    """Normal equations from :func:`axis_motions` U, V (3, A, B), the markers (M, 3, B) in ground,
+    their targets (M, 3, B) and weights (M, B) (batch last; 0 drops a marker) and
+    :func:`chain_slopes` (n, B) (None without couplers). See the module docstring."""
+    u, v = u[:, plan.moving], v[:, plan.moving]  # axes that move no column drop out
+    if chain is not None:  # a coupled coordinate's axes move its root's column, scaled by the chain
+        factor = chain[layout.axis_coordinate[plan.moving]]  # (A', B)
+        u, v = u * factor, v * factor
+    moments = _moments(markers, targets, weights)  # (16, M, B)
+    count, batch = markers.shape[0], markers.shape[-1]
+    # Sums over the markers below each axis: one (A', M) x (M, 16 B) product.
+    s = (plan.below @ moments.transpose(0, 1).reshape(count, -1)).view(-1, 16, batch)
+    s = s.transpose(0, 1)  # (16, A', B)
+    w, x, q_diag = s[0], s[1:4], s[4:7]
+    qxy, qxz, qyz = s[7], s[8], s[9]
+    trace = q_diag.sum(0)
+    u0, u1, u2 = u.unbind(0)
+    gu = torch.stack([  # (tr Q I - Q) U
+        (trace - q_diag[0]) * u0 - qxy * u1 - qxz * u2,
+        (trace - q_diag[1]) * u1 - qxy * u0 - qyz * u2,
+        (trace - q_diag[2]) * u2 - qxz * u0 - qyz * u1,
+    ])
+    alpha = gu - cross3(x, v, dim=0)
+    beta = cross3(x, u, dim=0) + w * v
+    z = torch.cat([u, v]).permute(2, 1, 0).contiguous()  # (B, A', 6); bmm copies strided batches one by one
+    y = torch.cat([alpha, beta]).permute(2, 0, 1).contiguous()  # (B, 6, A')
+    half = torch.bmm(z, y) * plan.above  # pairs (a above or beside b) once, the diagonal halved
+    hess_axes = half + half.transpose(1, 2)  # (B, A', A') symmetric
+    columns = plan.axis_columns  # (A', F)
+    a, f = columns.shape
+    # C^T H C as two plain matrix products: (H C)^T = C^T H (H symmetric).
+    hc = (hess_axes.view(-1, a) @ columns).view(batch, a, f)
+    hessian = (hc.transpose(1, 2).reshape(-1, a) @ columns).view(batch, f, f)
+    grad_axes = (u * s[10:13]).sum(0) - (v * s[13:16]).sum(0)  # (A', B)
+    gradient = grad_axes.t() @ columns
+    e = markers - targets
+    cost = ((e * e).sum(1) * weights).sum(0)
+    return NormalEquations(cost=cost, gradient=gradient, hessian=hessian)

@@ -27,6 +27,7 @@ from opensim_biopose.kinematics.jacobian import (
     column_plan,
     coordinate_jacobian,
     marker_jacobian,
+    normal_equations,
 )
 from opensim_biopose.kinematics.tree import (
     accumulate,
@@ -41,6 +42,10 @@ from opensim_biopose.kinematics.tree import (
 CPU_CHUNK = 1024
 # The Jacobian's per-pose intermediates are ~n times larger (n coordinates): smaller pieces.
 JACOBIAN_CPU_CHUNK = 256
+
+
+def _ones_if_none(chain: Tensor | None, q_t: Tensor) -> Tensor:
+    return torch.ones_like(q_t) if chain is None else chain
 
 
 def _chunk(t: Tensor | None, start: int, size: int) -> Tensor | None:
@@ -73,6 +78,34 @@ class SkeletonJacobian:
     marker_jacobian: Tensor  # (B, M, 3, F) d markers / d q[columns]: metres per rad or per metre
     q_full: Tensor  # (B, n) all coordinates, dependent ones recomputed
     coordinate_jacobian: Tensor  # (B, n, F) d q_full / d q[columns]
+
+
+@dataclass
+class SkeletonNormalEquations:
+    """Result of :meth:`Skeleton.normal_equations` (batch first).
+
+    Gauss-Newton normal equations of ``f(q) = sum_m w_m ||x_m(q) - target_m||^2`` with J the
+    marker Jacobian by the F requested columns (as :class:`SkeletonJacobian`), W the weights.
+    """
+
+    markers: Tensor  # (B, M, 3) metres in ground
+    q_full: Tensor  # (B, n) all coordinates, dependent ones recomputed
+    coordinate_jacobian: Tensor  # (B, n, F) d q_full / d q[columns]
+    cost: Tensor  # (B,) f, weights times m^2
+    gradient: Tensor  # (B, F) J^T W (x - target): half the gradient of f
+    hessian: Tensor  # (B, F, F) J^T W J
+
+
+@dataclass(frozen=True)
+class _AxisMotions:
+    """What both derivative passes share, batch last: q_t (n, B) filled, markers (M, 3, B),
+    U, V (3, A, B) of :func:`axis_motions`, chain slopes (n, B) or None without couplers."""
+
+    q_t: Tensor
+    markers: Tensor
+    u: Tensor
+    v: Tensor
+    chain: Tensor | None
 
 
 # Poses at which model_hash samples the kinematics: the default pose moved by these fixed
@@ -155,7 +188,7 @@ class Skeleton:
         # Identity of the model's kinematics for NeurIK checkpoints; the same in any dtype/device.
         self.model_hash: str = _model_fingerprint(self)
         self._set_tensors(move_to(compiled, device, dtype))
-        self._plans: dict[tuple[tuple[int, ...], str], ColumnPlan] = {}  # jacobians' column plans
+        self._plans: dict[tuple[tuple[int, ...], str, torch.dtype], ColumnPlan] = {}  # jacobians' column plans
 
     @classmethod
     def from_osim(
@@ -365,7 +398,7 @@ class Skeleton:
             key_columns = tuple(range(self.num_coordinates))
         else:
             key_columns = tuple(columns.tolist() if isinstance(columns, Tensor) else (int(c) for c in columns))
-        key = (key_columns, str(self.device))
+        key = (key_columns, str(self.device), self.dtype)
         if key not in self._plans:
             dependent = self._compiled.coordinate_dependent.cpu()
             bad = [c for c in key_columns if not 0 <= c < self.num_coordinates or columns is not None and bool(dependent[c])]
@@ -376,7 +409,7 @@ class Skeleton:
                 )
             layout = move_to(self._compiled.jacobian, torch.device("cpu"), None)
             plan = column_plan(layout, torch.tensor(key_columns, dtype=torch.long))
-            self._plans[key] = move_to(plan, self.device, None)
+            self._plans[key] = move_to(plan, self.device, self.dtype)
         return self._plans[key]
 
     def jacobians(
@@ -403,8 +436,8 @@ class Skeleton:
             return parts[0]
         return SkeletonJacobian(*(torch.cat([getattr(p, f) for p in parts]) for f in SkeletonJacobian.__dataclass_fields__))
 
-    def _jacobian_chunk(self, q_t: Tensor, s: Tensor | None, offsets: Tensor, plan: ColumnPlan) -> SkeletonJacobian:
-        """Batch-last inputs as :meth:`_forward_batch_last` -> batch-first contiguous outputs."""
+    def _axis_motions(self, q_t: Tensor, s: Tensor | None, offsets: Tensor) -> _AxisMotions:
+        """Batch-last inputs as :meth:`_forward_batch_last` -> markers and axis motions."""
         c = self._compiled
         layout = c.layout
         q_t = self._fill_dependent_t(q_t)
@@ -423,12 +456,76 @@ class Skeleton:
             c.jacobian, transforms, layout.parent_body, layout.child_body, rotation_axes,
             slopes[c.jacobian.rotation_rows], m_origins, layout.translation_axes, translation_slopes,
         )
-        chain = chain_slopes(c.stages, q_t)
+        return _AxisMotions(q_t, markers, u, v, chain_slopes(c.stages, q_t) if c.stages else None)
+
+    def _jacobian_chunk(self, q_t: Tensor, s: Tensor | None, offsets: Tensor, plan: ColumnPlan) -> SkeletonJacobian:
+        """Batch-last inputs as :meth:`_forward_batch_last` -> batch-first contiguous outputs."""
+        m = self._axis_motions(q_t, s, offsets)
         return SkeletonJacobian(
-            markers=markers.permute(2, 0, 1).contiguous(),  # (B, M, 3)
-            marker_jacobian=marker_jacobian(plan, u, v, markers, chain if c.stages else None),
-            q_full=q_t.t().contiguous(),
-            coordinate_jacobian=coordinate_jacobian(plan, chain),
+            markers=m.markers.permute(2, 0, 1).contiguous(),  # (B, M, 3)
+            marker_jacobian=marker_jacobian(plan, m.u, m.v, m.markers, m.chain),
+            q_full=m.q_t.t().contiguous(),
+            coordinate_jacobian=coordinate_jacobian(plan, _ones_if_none(m.chain, m.q_t)),
+        )
+
+    def normal_equations(
+        self,
+        q: Tensor,
+        targets: Tensor,
+        weights: Tensor,
+        scales: Tensor | None = None,
+        marker_offsets: Tensor | None = None,
+        columns: Sequence[int] | Tensor | None = None,
+    ) -> SkeletonNormalEquations:
+        """Gauss-Newton normal equations of weighted marker distances, without the Jacobian.
+
+        targets: (B, M, 3) metres in ground (finite; give absent markers weight 0);
+        weights: (M,) or (B, M) >= 0. Other arguments as :meth:`jacobians`. J^T W J and
+        J^T W e come from weighted moments of the markers below each transform axis
+        (see :func:`opensim_biopose.kinematics.jacobian.normal_equations`): at lab batch
+        sizes several times faster than forming the (B, M, 3, F) Jacobian and multiplying it.
+        """
+        plan = self._column_plan(columns)
+        with torch.no_grad():
+            q_t, s, offsets = self._batch_last_inputs(q, scales, marker_offsets)
+            batch = q_t.shape[1]
+            targets_t, weights_t = self._check_targets(targets, weights, batch)
+            chunk = CPU_CHUNK if q_t.device.type == "cpu" else batch
+            parts = [
+                self._normal_chunk(q_t[:, i : i + chunk], _chunk(s, i, chunk), _chunk(offsets, i, chunk),
+                                   targets_t[..., i : i + chunk], _chunk(weights_t, i, chunk), plan)
+                for i in range(0, batch, chunk)
+            ]
+        if len(parts) == 1:
+            return parts[0]
+        fields = SkeletonNormalEquations.__dataclass_fields__
+        return SkeletonNormalEquations(*(torch.cat([getattr(p, f) for p in parts]) for f in fields))
+
+    def _check_targets(self, targets: Tensor, weights: Tensor, batch: int) -> tuple[Tensor, Tensor]:
+        """targets (B, M, 3), weights (M,) or (B, M) -> batch-last (M, 3, B), (M, B or 1)."""
+        m = len(self.marker_names)
+        targets = torch.as_tensor(targets, device=self.device, dtype=self.dtype)
+        weights = torch.as_tensor(weights, device=self.device, dtype=self.dtype)
+        if targets.shape != (batch, m, 3):
+            raise InputError(f"marker targets have shape {tuple(targets.shape)}; expected ({batch}, {m}, 3)")
+        if weights.shape not in ((m,), (batch, m)):
+            raise InputError(f"marker weights have shape {tuple(weights.shape)}; expected ({m},) or ({batch}, {m})")
+        if not bool(targets.isfinite().all()) or not bool(weights.isfinite().all()) or bool((weights < 0).any()):
+            raise InputError("marker targets and weights must be finite and weights >= 0 "
+                             "(give absent markers weight 0 and any finite target)")
+        weights_t = weights.unsqueeze(-1) if weights.ndim == 1 else weights.t()
+        return targets.permute(1, 2, 0), weights_t
+
+    def _normal_chunk(self, q_t: Tensor, s: Tensor | None, offsets: Tensor, targets: Tensor, weights: Tensor,
+                      plan: ColumnPlan) -> SkeletonNormalEquations:
+        m = self._axis_motions(q_t, s, offsets)
+        weights = weights.expand(-1, m.markers.shape[-1])
+        eq = normal_equations(self._compiled.jacobian, plan, m.u, m.v, m.markers, targets, weights, m.chain)
+        return SkeletonNormalEquations(
+            markers=m.markers.permute(2, 0, 1).contiguous(),
+            q_full=m.q_t.t().contiguous(),
+            coordinate_jacobian=coordinate_jacobian(plan, _ones_if_none(m.chain, m.q_t)),
+            cost=eq.cost, gradient=eq.gradient, hessian=eq.hessian,
         )
 
     def __repr__(self) -> str:

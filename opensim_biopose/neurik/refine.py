@@ -9,10 +9,13 @@ coordinate ranges are hard bounds, locked coordinates stay at their default, and
 (coupled) coordinates follow their independents through ``Skeleton.forward``.
 
 The solver is a projected Levenberg-Marquardt method run on every frame in one batch: the
-residual ``r = [sqrt(w_i) (x_i - m_i); sqrt(w_j) (q_j - v_j)]`` and its Jacobian with respect
-to the free coordinates come from one batched pass per iteration: by default the Skeleton's
-analytic marker Jacobian (``Skeleton.jacobians``); finite differences (coordinates that share
-no residual row perturbed together) and forward-mode autodiff remain as options to check it.
+residual ``r = [sqrt(w_i) (x_i - m_i); sqrt(w_j) (q_j - v_j)]`` is linearised with respect to
+the free coordinates in one batched pass per iteration, and the step needs only the
+Gauss-Newton normal equations J^T J, J^T r. By default the Skeleton forms them for the
+markers without the Jacobian (``Skeleton.normal_equations``, from weighted marker moments);
+the analytic Jacobian itself (``Skeleton.jacobians``), finite differences (coordinates that
+share no residual row perturbed together) and forward-mode autodiff remain as options to
+check it.
 Bounds are handled with an active set: a variable at a bound whose gradient pushes
 outwards is held there for the step, and every step is projected back into the box. Frames
 that end in another local minimum than their neighbours are re-solved from a neighbour's
@@ -20,6 +23,8 @@ answer (the batched counterpart of OpenSim's frame-to-frame warm start).
 
 Cost: per iteration and frame, one Skeleton pass with derivatives (analytic); the finite
 differences need (colour groups + 1) poses instead — 10 on gait2354, 12 on Rajagopal2016.
+At lab sizes (50-500 frames) the time is mostly per-operation overhead of small tensors, so
+frames that have converged leave the batch and the loop avoids host syncs where it can.
 """
 from __future__ import annotations
 
@@ -57,9 +62,10 @@ class RefineConfig:
     # Frames per batch: bounds memory (the Jacobian holds frames x 3M x F doubles, ~17 MB for
     # 512 frames of Rajagopal2016; finite differences pass frames x (groups + 1) poses).
     chunk_frames: int = 512
-    # How the Jacobian is obtained; see JACOBIANS. "analytic" (Skeleton.jacobians) is exact and
-    # costs one pass; "finite_difference" (10-12 poses per frame) and "forward_ad" (one tangent
-    # per coordinate) are kept to cross-check it (tests/test_refine.py).
+    # How the normal equations are obtained; see LINEARISERS. "analytic" (Skeleton.normal_equations,
+    # exact, one pass, no Jacobian formed) is the fastest; "analytic_jacobian" (Skeleton.jacobians
+    # then J^T J), "finite_difference" (10-12 poses per frame) and "forward_ad" (one tangent per
+    # coordinate) are kept to cross-check it (tests/test_refine.py).
     jacobian: str = "analytic"
     # Finite-difference step (rad / m) when jacobian == "finite_difference".
     fd_step: float = 1e-7
@@ -100,6 +106,9 @@ class SkeletonLike(Protocol):
     def forward(self, q: torch.Tensor, scales=None, marker_offsets=None): ...
 
     def jacobians(self, q: torch.Tensor, scales=None, marker_offsets=None, columns=None): ...
+
+    def normal_equations(self, q: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, scales=None,
+                         marker_offsets=None, columns=None): ...
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -151,6 +160,7 @@ class _Problem:
 
     markers: torch.Tensor  # (B, M, 3), zeros where absent
     sqrt_w: torch.Tensor  # (B, M), 0 where absent
+    weights: torch.Tensor  # (B, M) sqrt_w squared
     task_index: torch.Tensor  # (K,)
     task_sqrt_w: torch.Tensor  # (K,)
     task_values: torch.Tensor  # (B, K)
@@ -163,7 +173,8 @@ class _Problem:
 
     def take(self, rows: torch.Tensor) -> _Problem:
         return dataclasses.replace(
-            self, markers=self.markers[rows], sqrt_w=self.sqrt_w[rows], task_values=self.task_values[rows]
+            self, markers=self.markers[rows], sqrt_w=self.sqrt_w[rows], weights=self.weights[rows],
+            task_values=self.task_values[rows],
         )
 
 
@@ -298,10 +309,68 @@ def _colour_columns(pattern: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
 
 
 JacobianFn = Callable[[SkeletonLike, torch.Tensor, torch.Tensor, _Problem, float], tuple[torch.Tensor, torch.Tensor]]
+# Residual (B, R) and transposed Jacobian (B, F, R) at the free coordinates x (B, F).
 JACOBIANS: dict[str, JacobianFn] = {
     "analytic": _jacobian_analytic,
     "forward_ad": _jacobian_forward_ad,
     "finite_difference": _jacobian_finite_difference,
+}
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Linearised:
+    """Gauss-Newton model of the objective at B points: ``cost`` (B,) = r^T r, ``gradient``
+    (B, F) = J^T r, ``hessian`` (B, F, F) = J^T J (J = d r / d x)."""
+
+    cost: torch.Tensor
+    gradient: torch.Tensor
+    hessian: torch.Tensor
+
+    def take(self, rows: torch.Tensor) -> _Linearised:
+        return _Linearised(self.cost[rows], self.gradient[rows], self.hessian[rows])
+
+    def put(self, rows: torch.Tensor, other: _Linearised, keep: torch.Tensor) -> None:
+        """Overwrite ``rows`` with the rows ``keep`` (bool) of ``other``."""
+        self.cost[rows], self.gradient[rows], self.hessian[rows] = other.cost[keep], other.gradient[keep], other.hessian[keep]
+
+
+def _from_residuals(r: torch.Tensor, jac_t: torch.Tensor) -> _Linearised:
+    """Normal equations from a residual (B, R) and transposed Jacobian (B, F, R)."""
+    return _Linearised((r * r).sum(dim=1), torch.bmm(jac_t, r.unsqueeze(-1)).squeeze(-1),
+                       torch.bmm(jac_t, jac_t.transpose(1, 2)))
+
+
+def _linearise_moments(
+    sk: SkeletonLike, q_base: torch.Tensor, x: torch.Tensor, problem: _Problem, fd_step: float
+) -> _Linearised:
+    """Marker rows by ``Skeleton.normal_equations`` (no Jacobian formed), plus the coordinate tasks."""
+    out = sk.normal_equations(_with_free(q_base, problem.free, x), problem.markers, problem.weights,
+                              columns=problem.free)
+    if problem.task_index.numel() == 0:
+        return _Linearised(out.cost, out.gradient, out.hessian)
+    task_res = (out.q_full[:, problem.task_index] - problem.task_values) * problem.task_sqrt_w  # (B, K)
+    task_jac = out.coordinate_jacobian[:, problem.task_index] * problem.task_sqrt_w[:, None]  # (B, K, F)
+    jac_t = task_jac.transpose(1, 2)
+    return _Linearised(
+        out.cost + (task_res * task_res).sum(dim=1),
+        out.gradient + torch.bmm(jac_t, task_res.unsqueeze(-1)).squeeze(-1),
+        out.hessian + torch.bmm(jac_t, task_jac),
+    )
+
+
+def _through_jacobian(kind: str) -> Callable[..., _Linearised]:
+    def linearise(sk: SkeletonLike, q_base: torch.Tensor, x: torch.Tensor, problem: _Problem, fd_step: float) -> _Linearised:
+        return _from_residuals(*JACOBIANS[kind](sk, q_base, x, problem, fd_step))
+    return linearise
+
+
+LineariseFn = Callable[[SkeletonLike, torch.Tensor, torch.Tensor, _Problem, float], _Linearised]
+# RefineConfig.jacobian -> how the normal equations at x (B, F) are formed.
+LINEARISERS: dict[str, LineariseFn] = {
+    "analytic": _linearise_moments,
+    "analytic_jacobian": _through_jacobian("analytic"),
+    "forward_ad": _through_jacobian("forward_ad"),
+    "finite_difference": _through_jacobian("finite_difference"),
 }
 
 
@@ -315,12 +384,9 @@ def _active_set(x: torch.Tensor, grad: torch.Tensor, lower: torch.Tensor, upper:
     return ((x <= lower + eps) & (grad > 0)) | ((x >= upper - eps) & (grad < 0))
 
 
-def _lm_step(
-    r: torch.Tensor, jac: torch.Tensor, x: torch.Tensor, damping: torch.Tensor, problem: _Problem
-) -> torch.Tensor:
+def _lm_step(lin: _Linearised, x: torch.Tensor, damping: torch.Tensor, problem: _Problem) -> torch.Tensor:
     """Projected damped Gauss-Newton step; returns the trial point (B, F) inside the bounds."""
-    grad = torch.bmm(jac, r.unsqueeze(-1)).squeeze(-1)  # jac is transposed: (B, F, R)
-    hess = torch.bmm(jac, jac.transpose(1, 2))
+    grad, hess = lin.gradient, lin.hessian
     held = _active_set(x, grad, problem.lower, problem.upper)
     diag = torch.diagonal(hess, dim1=1, dim2=2)
     # Marquardt scaling, plus a floor so coordinates no residual depends on stay put.
@@ -422,7 +488,7 @@ def _build_problem(
         k_values = targets.values.expand(t, -1) if targets.values.ndim == 1 else targets.values
     structure = _probe_structure(sk, free, k_index)
     return _Problem(
-        markers=torch.nan_to_num(markers, nan=0.0), sqrt_w=sqrt_w, task_index=k_index,
+        markers=torch.nan_to_num(markers, nan=0.0), sqrt_w=sqrt_w, weights=sqrt_w * sqrt_w, task_index=k_index,
         task_sqrt_w=k_w, task_values=k_values, free=free, lower=lower, upper=upper,
         group_of=_colour_columns(structure.pattern, structure.constant), pattern=structure.pattern,
         slopes=structure.slopes,
@@ -440,35 +506,34 @@ class _Solved:
 
 
 def _solve_chunk(sk: SkeletonLike, q0: torch.Tensor, problem: _Problem, config: RefineConfig) -> _Solved:
-    jacobian = JACOBIANS[config.jacobian]
+    linearise = LINEARISERS[config.jacobian]
     b = q0.shape[0]
     q_base = q0.clone()
     x = torch.clamp(q0[:, problem.free], problem.lower, problem.upper)
     iterations = torch.zeros(b, dtype=torch.long)
     converged = torch.zeros(b, dtype=torch.bool)
     damping = torch.full((b,), config.initial_damping, dtype=torch.float64)
-    r, jac = jacobian(sk, q_base, x, problem, config.fd_step)
-    cost = (r * r).sum(dim=1)
+    lin = linearise(sk, q_base, x, problem, config.fd_step)
     active = torch.arange(b)
+    sub, q_sub = problem, q_base
     for _ in range(config.max_iters):
-        if active.numel() == 0:
-            break
-        sub = problem.take(active)
-        trial = _lm_step(r[active], jac[active], x[active], damping[active], sub)
-        r_t, jac_t = jacobian(sk, q_base[active], trial, sub, config.fd_step)
-        cost_t = (r_t * r_t).sum(dim=1)
-        accept = cost_t <= cost[active]
+        trial = _lm_step(lin.take(active), x[active], damping[active], sub)
+        lin_t = linearise(sk, q_sub, trial, sub, config.fd_step)
+        accept = lin_t.cost <= lin.cost[active]
         step = (trial - x[active]).abs().amax(dim=1)
         acc_rows = active[accept]
-        x[acc_rows], r[acc_rows], jac[acc_rows], cost[acc_rows] = (
-            trial[accept], r_t[accept], jac_t[accept], cost_t[accept]
-        )
+        x[acc_rows] = trial[accept]
+        lin.put(acc_rows, lin_t, accept)
         damping[active] = torch.where(accept, damping[active] * config.damping_down, damping[active] * config.damping_up)
         iterations[active] += 1
         done = (accept & (step < config.tol)) | (damping[active] > config.max_damping)
-        converged[active[done]] = True
-        active = active[~done]
-    return _Solved(_with_free(q_base, problem.free, x), iterations, converged, cost)
+        converged[active] |= done
+        if bool(done.any()):  # the batch shrinks only when a frame has finished
+            active = active[~done]
+            if active.numel() == 0:
+                break
+            sub, q_sub = problem.take(active), q_base[active]
+    return _Solved(_with_free(q_base, problem.free, x), iterations, converged, lin.cost)
 
 
 def _solve(sk: SkeletonLike, q0: torch.Tensor, problem: _Problem, config: RefineConfig) -> _Solved:
@@ -643,8 +708,8 @@ def refine(
         max_iters=config.max_iters if max_iters is None else max_iters,
         tol=config.tol if tol is None else tol,
     )
-    if config.jacobian not in JACOBIANS:
-        raise InputError(f"unknown jacobian {config.jacobian!r}; choose one of {sorted(JACOBIANS)}")
+    if config.jacobian not in LINEARISERS:
+        raise InputError(f"unknown jacobian {config.jacobian!r}; choose one of {sorted(LINEARISERS)}")
     markers_t = torch.as_tensor(markers, dtype=torch.float64)
     weights_t = torch.as_tensor(weights, dtype=torch.float64)
     q0_t = torch.as_tensor(q0, dtype=torch.float64).clone()
