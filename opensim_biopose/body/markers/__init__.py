@@ -23,12 +23,12 @@ from opensim_biopose.errors import InputError
 
 FORMAT = "opensim-biopose.virtual-markers"
 # The file layout is the same in every version; the version number counts index changes.
-SUPPORTED_VERSIONS = (1, 2)
+SUPPORTED_VERSIONS = (1, 2, 3)
 
 # Built-in sets: name -> version -> file in this folder. The bare name loads the newest version;
 # "<name>@v<N>" pins one (results and trained networks made with an older set stay reproducible).
 BUILTIN_VERSIONS: dict[str, dict[int, str]] = {
-    "anny-pig53": {1: "anny_pig53_v1.json", 2: "anny_pig53_v2.json"},
+    "anny-pig53": {1: "anny_pig53_v1.json", 2: "anny_pig53_v2.json", 3: "anny_pig53_v3.json"},
 }
 
 
