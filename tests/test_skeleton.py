@@ -312,3 +312,21 @@ def test_forward_mode_jvp_matches_central_differences() -> None:
     fd = (sk.forward(q + eps * tangent).markers - sk.forward(q - eps * tangent).markers) / (2 * eps)
     assert (dm - fd).abs().max() < 1e-7  # metres per radian
     assert dm.abs().max() > 0.1
+
+
+@pytest.mark.parametrize("name", ["Rajagopal2016", "gait2354_subject01"])
+def test_body_transforms_of_some_bodies_equal_the_full_pass(name: str) -> None:
+    """Skeleton.body_transforms evaluates only the joints on the paths to the bodies asked for;
+    the transforms must be the full forward pass's (root body, a deep body, in any order)."""
+    sk = Skeleton.from_osim(shared_path(*MODELS[name][0]))
+    gen = torch.Generator().manual_seed(9)
+    lo, hi = sk.coordinate_ranges.double().unbind(1)
+    q = lo + (hi - lo) * torch.rand(6, sk.num_coordinates, generator=gen, dtype=torch.float64)
+    full = sk.forward(q).body_transforms
+    deep = sk.body_names.index("calcn_l")
+    for bodies in ([0], [deep, 0], [deep]):
+        part = sk.body_transforms(q, bodies)
+        assert part.shape == (6, len(bodies), 4, 4)
+        assert (part - full[:, bodies]).abs().max() < 1e-14
+    with pytest.raises(InputError, match="no body"):
+        sk.body_transforms(q, [len(sk.body_names)])

@@ -8,6 +8,7 @@ OpenSim's ``Model.scale`` does to the kinematics.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from collections.abc import Sequence
@@ -152,6 +153,27 @@ def _model_fingerprint(sk: Skeleton) -> str:
     return h.hexdigest()
 
 
+def _path_model(model: KinematicModel, bodies: tuple[int, ...]) -> tuple[KinematicModel, list[int]]:
+    """``model`` cut down to the joints on the paths from ground to ``bodies`` (body indices),
+    bodies renumbered, without markers; and the new index of each of ``bodies``."""
+    nb = len(model.body_names)
+    bad = [b for b in bodies if not 0 <= b < nb]
+    if bad:
+        raise InputError(f"model {model.path} has bodies 0..{nb - 1}; no body {bad}")
+    parent_of = {j.child: j.parent for j in model.joints}
+    keep: set[int] = set()
+    for body in bodies:
+        while body >= 0 and body not in keep:
+            keep.add(body)
+            body = parent_of[body]
+    order = [j.child for j in model.joints if j.child in keep]  # parent-first, as in model.joints
+    index = {old: new for new, old in enumerate(order)} | {-1: -1}
+    joints = tuple(dataclasses.replace(j, parent=index[j.parent], child=index[j.child])
+                   for j in model.joints if j.child in keep)
+    cut = dataclasses.replace(model, body_names=tuple(model.body_names[b] for b in order), joints=joints, markers=())
+    return cut, [index[b] for b in bodies]
+
+
 class Skeleton:
     """Forward kinematics of one OpenSim model; see the module docstring.
 
@@ -189,6 +211,9 @@ class Skeleton:
         self.model_hash: str = _model_fingerprint(self)
         self._set_tensors(move_to(compiled, device, dtype))
         self._plans: dict[tuple[tuple[int, ...], str, torch.dtype], ColumnPlan] = {}  # jacobians' column plans
+        self._model = model
+        # body_transforms' skeletons of the paths to some bodies, with those bodies' rows in them
+        self._paths: dict[tuple[tuple[int, ...], str, torch.dtype], tuple[Skeleton, list[int]]] = {}
 
     @classmethod
     def from_osim(
@@ -380,6 +405,18 @@ class Skeleton:
         return q_t, markers, transforms[1:]
 
     __call__ = forward
+
+    def body_transforms(self, q: Tensor, bodies: Sequence[int]) -> Tensor:
+        """Ground <- body transforms (B, len(bodies), 4, 4), metres, of the model bodies with
+        indices ``bodies`` only; q as :meth:`forward`. Only the joints on the paths from ground
+        to them are evaluated, so for bodies near the root (NeurIK's root solve poses the
+        pelvis alone) this costs a fraction of a full :meth:`forward`."""
+        key = (tuple(int(b) for b in bodies), str(self.device), self.dtype)
+        if key not in self._paths:
+            model, rows = _path_model(self._model, key[0])
+            self._paths[key] = (Skeleton(model, dtype=self.dtype, device=self.device), rows)
+        path, rows = self._paths[key]
+        return path.forward(q).body_transforms[:, rows]
 
     # ---- derivatives ----------------------------------------------------------------------------
 
