@@ -12,8 +12,11 @@ resolves relative setup paths against the cwd and may drop files there), file lo
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -72,12 +75,20 @@ def _files(source: BioPoseResult | OutputFiles, out_dir: Path) -> OutputFiles:
 
 
 def _mot_times(mot_file: Path) -> np.ndarray:
-    """(T,) times of a .mot/.sto (read through OpenSim's adapter; degrees do not matter here)."""
+    """(T,) times of a .mot/.sto (read through OpenSim's adapter; degrees do not matter here).
+
+    InputError naming the file when OpenSim cannot read it or it has no rows."""
     import opensim as osim
 
     osim.Logger.removeFileSink()
-    table = osim.TimeSeriesTable(str(mot_file))
-    return np.array([table.getIndependentColumn()[i] for i in range(table.getNumRows())], dtype=float)
+    try:
+        table = osim.TimeSeriesTable(str(mot_file))
+    except RuntimeError as exc:
+        raise InputError(f"motion {mot_file} is not a readable .mot/.sto ({_opensim_message(exc)})") from exc
+    times = np.array([table.getIndependentColumn()[i] for i in range(table.getNumRows())], dtype=float)
+    if times.size == 0:
+        raise InputError(f"motion {mot_file} has no rows")
+    return times
 
 
 def _marker_weights(model_file: Path) -> dict[str, float]:
@@ -115,14 +126,16 @@ def run_inverse_dynamics(model_file: str | os.PathLike[str], mot_file: str | os.
 
     Without ``external_loads`` (an ExternalLoads .xml) the result is the net joint loads of the
     motion alone (residuals absorb ground contact). ``lowpass_hz``: coordinate filter, as in OpenSim.
+    The .sto appears only when the tool succeeds (written in a staging folder, then renamed);
+    a failed run is an InputError and leaves ``out_sto`` as it was.
     """
     import opensim as osim
 
     model_file, mot_file = require_file(Path(model_file), "model"), require_file(Path(mot_file), "motion")
+    loads = require_file(Path(external_loads), "external loads") if external_loads is not None else None
     out_sto = Path(out_sto).resolve()
-    out_sto.parent.mkdir(parents=True, exist_ok=True)
     times = _mot_times(mot_file)
-    with opensim_workdir():
+    with opensim_workdir(), _staging(out_sto.parent) as staging:
         model = osim.Model(str(model_file))     # kept alive while the tool holds it
         tool = osim.InverseDynamicsTool()
         tool.setModel(model)
@@ -130,26 +143,29 @@ def run_inverse_dynamics(model_file: str | os.PathLike[str], mot_file: str | os.
         tool.setLowpassCutoffFrequency(float(lowpass_hz))
         tool.setStartTime(float(times[0]))
         tool.setEndTime(float(times[-1]))
-        if external_loads is not None:
-            tool.setExternalLoadsFileName(str(require_file(Path(external_loads), "external loads")))
-        tool.setResultsDir(str(out_sto.parent))
+        if loads is not None:
+            tool.setExternalLoadsFileName(str(loads))
+        tool.setResultsDir(str(staging))
         tool.setOutputGenForceFileName(out_sto.name)
-        if not tool.run():
-            raise InputError(f"OpenSim's InverseDynamicsTool failed on {mot_file}")
+        _run_tool("InverseDynamicsTool", mot_file, tool.run)
+        _publish([staging / out_sto.name], out_sto.parent, "InverseDynamicsTool", mot_file)
     return out_sto
 
 
 def run_analyze_body_kinematics(model_file: str | os.PathLike[str], mot_file: str | os.PathLike[str],
                                 out_dir: str | os.PathLike[str], *, name: str = "biopose") -> list[Path]:
     """OpenSim's AnalyzeTool with a BodyKinematics analysis; returns the written .sto files
-    (body positions, velocities, accelerations in ground)."""
+    (body positions, velocities, accelerations in ground).
+
+    The files are written in a staging folder and renamed into ``out_dir`` only when the tool
+    succeeds; a failed run is an InputError and adds nothing to ``out_dir``.
+    """
     import opensim as osim
 
     model_file, mot_file = require_file(Path(model_file), "model"), require_file(Path(mot_file), "motion")
     out_dir = Path(out_dir).resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
     times = _mot_times(mot_file)
-    with opensim_workdir():
+    with opensim_workdir(), _staging(out_dir) as staging:
         model = osim.Model(str(model_file))
         tool = osim.AnalyzeTool()
         tool.setName(name)
@@ -158,19 +174,65 @@ def run_analyze_body_kinematics(model_file: str | os.PathLike[str], mot_file: st
         tool.setLowpassCutoffFrequency(6.0)
         tool.setInitialTime(float(times[0]))
         tool.setFinalTime(float(times[-1]))
-        tool.setResultsDir(str(out_dir))
+        tool.setResultsDir(str(staging))
         analysis = osim.BodyKinematics()
         analysis.setModel(model)
         analysis.setStartTime(float(times[0]))
         analysis.setEndTime(float(times[-1]))
         tool.getAnalysisSet().cloneAndAppend(analysis)
         model.addAnalysis(analysis)
-        state = model.initSystem()
-        motion = osim.Storage(str(mot_file))          # kept alive while the tool reads it
-        tool.setStatesFromMotion(state, motion, True)
-        if not tool.run():
-            raise InputError(f"OpenSim's AnalyzeTool failed on {mot_file}")
-    return sorted(out_dir.glob(f"{name}_BodyKinematics_*.sto"))
+
+        def run() -> bool:
+            state = model.initSystem()
+            motion = osim.Storage(str(mot_file))          # kept alive while the tool reads it
+            tool.setStatesFromMotion(state, motion, True)
+            return tool.run()
+
+        _run_tool("AnalyzeTool", mot_file, run)
+        written = _publish(sorted(staging.glob(f"{name}_BodyKinematics_*.sto")), out_dir, "AnalyzeTool", mot_file)
+    return written
+
+
+@contextlib.contextmanager
+def _staging(out_dir: Path) -> Iterator[Path]:
+    """A hidden temporary folder inside ``out_dir`` (same file system: a rename publishes a
+    file atomically) for an OpenSim tool's results; removed with whatever is left in it."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create the output folder {out_dir} ({exc}); choose another") from exc
+    with tempfile.TemporaryDirectory(prefix=".biopose_staging_", dir=out_dir) as folder:
+        yield Path(folder)
+
+
+def _run_tool(tool_name: str, mot_file: Path, run: Callable[[], bool]) -> None:
+    """Run an OpenSim tool; its failure (False or a C++ exception) becomes an InputError naming the motion."""
+    try:
+        ok = run()
+    except RuntimeError as exc:             # SWIG's wrapping of OpenSim's std::exception
+        raise InputError(f"OpenSim's {tool_name} failed on {mot_file} ({_opensim_message(exc)}); check that it "
+                         "is a coordinates .mot/.sto of this model with several rows, and any external loads") from exc
+    if not ok:
+        raise InputError(f"OpenSim's {tool_name} failed on {mot_file}")
+
+
+def _publish(files: list[Path], out_dir: Path, tool_name: str, mot_file: Path) -> list[Path]:
+    """Rename the staged ``files`` into ``out_dir``; InputError when the tool wrote none of them."""
+    missing = [f.name for f in files if not f.is_file()]
+    if not files or missing:
+        raise InputError(f"OpenSim's {tool_name} wrote no {', '.join(missing) or 'results'} for {mot_file}")
+    out = []
+    for f in files:
+        os.replace(f, out_dir / f.name)
+        out.append(out_dir / f.name)
+    return out
+
+
+def _opensim_message(exc: Exception, limit: int = 300) -> str:
+    """A wrapped OpenSim exception's message on one line, without SWIG's C++-signature prefix."""
+    text = " ".join(str(exc).split())
+    text = text.split("': ", 1)[-1]
+    return text if len(text) <= limit else text[:limit] + " ..."
 
 
 def coordinates_degrees(result: BioPoseResult) -> np.ndarray:
