@@ -74,10 +74,14 @@ class ColumnPlan:
     first_target: Tensor  # long: targets of the first terms (unique)
     repeat_target: Tensor  # long: targets of the other terms
     coordinate_column: Tensor  # (n,) long: column of each coordinate's root, -1 if not a column
+    # For the normal equations, the axes that move a column are merged per (joint, column)
+    # "entry": their U, V add up (a knee's rotation and the translations that follow its angle
+    # are one entry), so there are about as many entries E as columns.
     moving: Tensor  # (A',) long: the axes (Jacobian order) whose coordinate moves a column
-    axis_columns: Tensor  # (A', F) float 0/1: the column each of them moves
-    below: Tensor  # (A', M) float: JacobianLayout.below of the moving axes
-    above: Tensor  # (A', A') float: JacobianLayout.above of the moving axes
+    entry: Tensor  # (A',) long: the entry of each of them
+    entry_columns: Tensor  # (E, F) float 0/1: the column each entry moves
+    below: Tensor  # (E, M) float: JacobianLayout.below of the entries' joints
+    above: Tensor  # (E, E) float: JacobianLayout.above of the entries (by their first axes)
     width: int  # F
 
 
@@ -99,14 +103,24 @@ def column_plan(layout: JacobianLayout, columns: Tensor) -> ColumnPlan:
     reads = layout.axis_coordinate >= 0
     axis_column = torch.where(reads, coordinate_column[layout.axis_coordinate.clamp_min(0)], -1)
     moving = torch.nonzero(axis_column >= 0).flatten()
-    axis_columns = torch.zeros(moving.numel(), width, dtype=torch.float64)
-    axis_columns[torch.arange(moving.numel()), axis_column[moving]] = 1.0
+    axis_joint = torch.cat([layout.rotation_joints, layout.translation_joints])
+    entry_of: dict[tuple[int, int], int] = {}
+    first_axis: list[int] = []
+    for a, key in zip(moving.tolist(), zip(axis_joint[moving].tolist(), axis_column[moving].tolist())):
+        if key not in entry_of:
+            entry_of[key] = len(first_axis)
+            first_axis.append(a)
+    entry = torch.tensor([entry_of[k] for k in zip(axis_joint[moving].tolist(), axis_column[moving].tolist())],
+                         dtype=torch.long)
+    leads = torch.tensor(first_axis, dtype=torch.long)
+    entry_columns = torch.zeros(leads.numel(), width, dtype=torch.float64)
+    entry_columns[torch.arange(leads.numel()), axis_column[leads]] = 1.0
     return ColumnPlan(
         pairs=pairs, axis=layout.pair_axis[pairs], marker=layout.pair_marker[pairs],
         coordinate=layout.pair_coordinate[pairs], first=torch.nonzero(first).flatten(),
         repeat=torch.nonzero(~first).flatten(), first_target=target[first], repeat_target=target[~first],
-        coordinate_column=coordinate_column, moving=moving, axis_columns=axis_columns,
-        below=layout.below[moving], above=layout.above[moving][:, moving], width=width,
+        coordinate_column=coordinate_column, moving=moving, entry=entry, entry_columns=entry_columns,
+        below=layout.below[leads], above=layout.above[leads][:, leads], width=width,
     )
 
 
@@ -285,11 +299,15 @@ def normal_equations(
     if chain is not None:  # a coupled coordinate's axes move its root's column, scaled by the chain
         factor = chain[layout.axis_coordinate[plan.moving]]  # (A', B)
         u, v = u * factor, v * factor
+    entries = plan.entry_columns.shape[0]
+    if entries < plan.entry.numel():  # sum the axes of each (joint, column) entry
+        u = u.new_zeros(3, entries, u.shape[-1]).index_add_(1, plan.entry, u)
+        v = v.new_zeros(3, entries, v.shape[-1]).index_add_(1, plan.entry, v)
     moments = _moments(markers, targets, weights)  # (16, M, B)
     count, batch = markers.shape[0], markers.shape[-1]
-    # Sums over the markers below each axis: one (A', M) x (M, 16 B) product.
+    # Sums over the markers below each entry: one (E, M) x (M, 16 B) product.
     s = (plan.below @ moments.transpose(0, 1).reshape(count, -1)).view(-1, 16, batch)
-    s = s.transpose(0, 1)  # (16, A', B)
+    s = s.transpose(0, 1)  # (16, E, B)
     w, x, q_diag = s[0], s[1:4], s[4:7]
     qxy, qxz, qyz = s[7], s[8], s[9]
     trace = q_diag.sum(0)
@@ -301,16 +319,16 @@ def normal_equations(
     ])
     alpha = gu - cross3(x, v, dim=0)
     beta = cross3(x, u, dim=0) + w * v
-    z = torch.cat([u, v]).permute(2, 1, 0).contiguous()  # (B, A', 6); bmm copies strided batches one by one
-    y = torch.cat([alpha, beta]).permute(2, 0, 1).contiguous()  # (B, 6, A')
+    z = torch.cat([u, v]).permute(2, 1, 0).contiguous()  # (B, E, 6); bmm copies strided batches one by one
+    y = torch.cat([alpha, beta]).permute(2, 0, 1).contiguous()  # (B, 6, E)
     half = torch.bmm(z, y) * plan.above  # pairs (a above or beside b) once, the diagonal halved
-    hess_axes = half + half.transpose(1, 2)  # (B, A', A') symmetric
-    columns = plan.axis_columns  # (A', F)
+    hess_axes = half + half.transpose(1, 2)  # (B, E, E) symmetric
+    columns = plan.entry_columns  # (E, F)
     a, f = columns.shape
     # C^T H C as two plain matrix products: (H C)^T = C^T H (H symmetric).
     hc = (hess_axes.view(-1, a) @ columns).view(batch, a, f)
     hessian = (hc.transpose(1, 2).reshape(-1, a) @ columns).view(batch, f, f)
-    grad_axes = (u * s[10:13]).sum(0) - (v * s[13:16]).sum(0)  # (A', B)
+    grad_axes = (u * s[10:13]).sum(0) - (v * s[13:16]).sum(0)  # (E, B)
     gradient = grad_axes.t() @ columns
     e = markers - targets
     cost = ((e * e).sum(1) * weights).sum(0)
