@@ -136,6 +136,33 @@ def polynomial_slopes(coefficients: Tensor, x: Tensor) -> Tensor:
     return evaluate_polynomials(coefficients[:, :-1] * powers, x)
 
 
+def polynomial_values_and_slopes(coefficients: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+    """:func:`evaluate_polynomials` and :func:`polynomial_slopes` in one Horner pass."""
+    value = coefficients[:, :1].expand_as(x)
+    slope = torch.zeros_like(x)
+    for i in range(1, coefficients.shape[1]):
+        slope = slope * x + value
+        value = value * x + coefficients[:, i : i + 1]
+    return value, slope
+
+
+def spline_values_and_slopes(knots: Tensor, coeffs: Tensor, last: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+    """:func:`evaluate_splines` and :func:`spline_slopes` (same arguments) sharing the interval
+    search and coefficient gathers."""
+    k = _spline_interval(knots, last, x)
+    y, b, c, d = torch.gather(coeffs, 2, k.unsqueeze(0).expand(4, -1, -1)).unbind(0)
+    dx = x - torch.gather(knots, 1, k)
+    value = y + dx * (b + dx * (c + dx * d))
+    slope = b + dx * (2.0 * c + 3.0 * dx * d)
+    end = last.unsqueeze(1)
+    x0, y0, b0 = knots[:, :1], coeffs[0, :, :1], coeffs[1, :, :1]
+    xn, yn, bn = torch.gather(knots, 1, end), torch.gather(coeffs[0], 1, end), torch.gather(coeffs[1], 1, end)
+    before, after = x < x0, x > xn
+    value = torch.where(before, y0 + b0 * (x - x0), torch.where(after, yn + bn * (x - xn), value))
+    slope = torch.where(before, b0, torch.where(after, bn, slope))
+    return value, slope
+
+
 def _spline_interval(knots: Tensor, last: Tensor, x: Tensor) -> Tensor:
     """(A, B) long: knot interval of each x, clamped to the first / last interval."""
     # Interval index = number of knots <= x, minus one. A comparison count over the few knots
@@ -247,6 +274,19 @@ class FunctionTable:
         if not parts:
             return x[:0]
         return torch.cat(parts, 0)[self.order] * self.scale.unsqueeze(1)
+
+    def values_and_slopes(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(self(x), self.slopes(x))`` in one pass: x (A, B) -> two (A, B)."""
+        parts = []
+        if self.poly_columns.numel():
+            parts.append(torch.stack(polynomial_values_and_slopes(self.poly_coefficients, x[self.poly_columns])))
+        if self.spline_columns.numel():
+            parts.append(torch.stack(spline_values_and_slopes(
+                self.spline_knots, self.spline_coefficients, self.spline_last, x[self.spline_columns])))
+        if not parts:
+            return x[:0], x[:0]
+        both = torch.cat(parts, 1)[:, self.order] * self.scale.unsqueeze(1)  # (2, A, B)
+        return both[0], both[1]
 
     def slopes(self, x: Tensor) -> Tensor:
         """Derivatives d y / d x: x (A, B) arguments -> (A, B) (exact, piecewise for splines)."""

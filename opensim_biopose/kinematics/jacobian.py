@@ -261,19 +261,23 @@ def coordinate_jacobian(plan: ColumnPlan, chain: Tensor) -> Tensor:
     return jac.view(batch, n, plan.width)
 
 
-def _moments(markers: Tensor, targets: Tensor, weights: Tensor) -> Tensor:
-    """(16, M, B) per-marker quantities, batch last: w, w x (3), w x x^T (xx, yy, zz, xy, xz, yz),
-    w (x x e) (3), w e (3), with e = x - target. markers, targets (M, 3, B), weights (M, B)."""
-    x0, x1, x2 = markers.unbind(1)
+# (x x e)_i = x_{i+1} e_{i+2} - x_{i+2} e_{i+1}: entries of the outer product x e^T
+_NEXT = torch.tensor([1, 2, 0])
+_AFTER_NEXT = torch.tensor([2, 0, 1])
+MOMENT_ROWS = 19
+
+
+def _moments(markers: Tensor, targets: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-marker quantities (M, 19, B), batch last: w, w x (3), w x x^T (3 x 3 row-major),
+    w (x x e) (3), w e (3), with e = x - target; and the cost sum w e.e (B,).
+    markers, targets (M, 3, B), weights (M, B)."""
     e = markers - targets
-    wx = markers * weights.unsqueeze(1)  # (M, 3, B)
-    we = e * weights.unsqueeze(1)
-    w0, w1, w2 = wx.unbind(1)
-    e0, e1, e2 = e.unbind(1)
-    return torch.stack([
-        weights, w0, w1, w2, w0 * x0, w1 * x1, w2 * x2, w0 * x1, w0 * x2, w1 * x2,
-        w1 * e2 - w2 * e1, w2 * e0 - w0 * e2, w0 * e1 - w1 * e0, *we.unbind(1),
-    ])
+    w = weights.unsqueeze(1)  # (M, 1, B)
+    wx, we = markers * w, e * w
+    outer = wx.unsqueeze(2) * markers.unsqueeze(1)  # (M, 3, 3, B)
+    mixed = wx.unsqueeze(2) * e.unsqueeze(1)  # w x_i e_j
+    cross = mixed[:, _NEXT, _AFTER_NEXT] - mixed[:, _AFTER_NEXT, _NEXT]  # (M, 3, B)
+    return torch.cat([w, wx, outer.flatten(1, 2), cross, we], 1), (we * e).sum((0, 1))
 
 
 @dataclass(frozen=True)
@@ -303,24 +307,20 @@ def normal_equations(
     if entries < plan.entry.numel():  # sum the axes of each (joint, column) entry
         u = u.new_zeros(3, entries, u.shape[-1]).index_add_(1, plan.entry, u)
         v = v.new_zeros(3, entries, v.shape[-1]).index_add_(1, plan.entry, v)
-    moments = _moments(markers, targets, weights)  # (16, M, B)
+    moments, cost = _moments(markers, targets, weights)  # (M, 19, B), (B,)
     count, batch = markers.shape[0], markers.shape[-1]
-    # Sums over the markers below each entry: one (E, M) x (M, 16 B) product.
-    s = (plan.below @ moments.transpose(0, 1).reshape(count, -1)).view(-1, 16, batch)
-    s = s.transpose(0, 1)  # (16, E, B)
-    w, x, q_diag = s[0], s[1:4], s[4:7]
-    qxy, qxz, qyz = s[7], s[8], s[9]
-    trace = q_diag.sum(0)
-    u0, u1, u2 = u.unbind(0)
-    gu = torch.stack([  # (tr Q I - Q) U
-        (trace - q_diag[0]) * u0 - qxy * u1 - qxz * u2,
-        (trace - q_diag[1]) * u1 - qxy * u0 - qyz * u2,
-        (trace - q_diag[2]) * u2 - qxz * u0 - qyz * u1,
-    ])
-    alpha = gu - cross3(x, v, dim=0)
-    beta = cross3(x, u, dim=0) + w * v
-    z = torch.cat([u, v]).permute(2, 1, 0).contiguous()  # (B, E, 6); bmm copies strided batches one by one
-    y = torch.cat([alpha, beta]).permute(2, 0, 1).contiguous()  # (B, 6, E)
+    # Sums over the markers below each entry: one (E, M) x (M, 19 B) product.
+    s = (plan.below @ moments.view(count, -1)).view(-1, MOMENT_ROWS, batch)  # (E, 19, B)
+    w, x, q = s[:, :1], s[:, 1:4], s[:, 4:13].view(-1, 3, 3, batch)
+    xe, we = s[:, 13:16], s[:, 16:19]
+    u, v = u.transpose(0, 1), v.transpose(0, 1)  # (E, 3, B)
+    trace = torch.diagonal(q, dim1=1, dim2=2).sum(-1).unsqueeze(1)  # (E, 1, B)
+    gu = trace * u - (q * u.unsqueeze(1)).sum(2)  # (tr Q I - Q) U
+    x_cross = cross3(x.unsqueeze(0), torch.stack([u, v]), dim=2)  # X x U, X x V: (2, E, 3, B)
+    alpha = gu - x_cross[1]
+    beta = x_cross[0] + w * v
+    z = torch.cat([u, v], 1).permute(2, 0, 1).contiguous()  # (B, E, 6); bmm copies strided batches one by one
+    y = torch.cat([alpha, beta], 1).permute(2, 1, 0).contiguous()  # (B, 6, E)
     half = torch.bmm(z, y) * plan.above  # pairs (a above or beside b) once, the diagonal halved
     hess_axes = half + half.transpose(1, 2)  # (B, E, E) symmetric
     columns = plan.entry_columns  # (E, F)
@@ -328,8 +328,6 @@ def normal_equations(
     # C^T H C as two plain matrix products: (H C)^T = C^T H (H symmetric).
     hc = (hess_axes.view(-1, a) @ columns).view(batch, a, f)
     hessian = (hc.transpose(1, 2).reshape(-1, a) @ columns).view(batch, f, f)
-    grad_axes = (u * s[10:13]).sum(0) - (v * s[13:16]).sum(0)  # (E, B)
+    grad_axes = (u * xe - v * we).sum(1)  # (E, B)
     gradient = grad_axes.t() @ columns
-    e = markers - targets
-    cost = ((e * e).sum(1) * weights).sum(0)
     return NormalEquations(cost=cost, gradient=gradient, hessian=hessian)

@@ -479,7 +479,7 @@ class Skeleton:
         layout = c.layout
         q_t = self._fill_dependent_t(q_t)
         arguments = q_t[c.axis_coordinate]
-        values, slopes = c.axis_table(arguments), c.axis_table.slopes(arguments)  # (A, B)
+        values, slopes = c.axis_table.values_and_slopes(arguments)  # (A, B)
         local, rotation_axes = local_transforms(layout, values, s, with_axes=True)
         transforms = accumulate(c.levels, local)
         m_origins = layout.p_cm.unsqueeze(-1)
