@@ -456,6 +456,10 @@ def subject_markers(fit: MeshFit, model: ModelPair, config: SubjectConfig,
         raise InputError(
             f"none of the virtual markers ({', '.join(names[:6])}, ...) is a marker of model {model.path}; "
             "map them with --marker-map JSON ({\"virtual name\": \"model marker\"})")
+    extra = [n for n in names if n not in known]
+    if extra:       # e.g. the joint centres of anny-pig53 v3: written to the .trc, unused by the solvers
+        log.info("%d virtual markers are not on model %s and go to the .trc only (NeurIK, scaling and IK skip "
+                 "them): %s", len(extra), model.path.name, ", ".join(extra))
     rest = getattr(fit, "rest_markers", None)
     static = None if rest is None else np.asarray(rest, np.float64)[None]
     markers = SubjectMarkers(names, fit.markers.astype(np.float64), 1.0, static)
