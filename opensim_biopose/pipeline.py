@@ -95,8 +95,8 @@ class SolverConfig:
     # Refine on OpenSim's IK objective (the scaled model, the IK weights): the .mot then agrees with
     # OpenSim's InverseKinematicsTool on the written .trc + .osim. Off: NeurIK's answer as is.
     refine: bool = True
-    # "cpu" or "cuda": validated up front (a missing GPU is an InputError, not a crash mid-run);
-    # the stages themselves run on the CPU in this version.
+    # "cpu" or "cuda": validated up front (a missing GPU is an InputError naming --device, not a
+    # crash mid-run); the stages take no device yet and run on the CPU (a warning says so).
     device: str = "cpu"
 
 
@@ -583,10 +583,14 @@ class _Clock:
 
 
 def _check_device(device: str) -> None:
+    """InputError (naming the ``--device`` option) for an unknown device or CUDA without a GPU."""
     if device not in ("cpu", "cuda"):
-        raise InputError(f"device {device!r} is not one of cpu, cuda")
+        raise InputError(f"--device {device!r}: choose cpu or cuda")
     if device == "cuda" and not torch.cuda.is_available():
-        raise InputError("device 'cuda' was asked for but torch sees no CUDA GPU; use --device cpu")
+        raise InputError(f"--device cuda: torch {torch.__version__} sees no CUDA GPU (a CPU-only build, or no "
+                         "driver); run with --device cpu")
+    if device == "cuda":      # accepted so scripts stay portable, but say where the work really runs
+        log.warning("--device cuda: the mesh fit, NeurIK and the refinement take no device yet; they run on the CPU")
 
 
 def run_pipeline(video: str | os.PathLike[str], config: PipelineConfig = PipelineConfig()) -> BioPoseResult:
