@@ -29,6 +29,7 @@ frames that have converged leave the batch and the loop avoids host syncs where 
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -90,6 +91,12 @@ class RefineConfig:
     sweep_reach: int = 8
     # A neighbour's start must lower the objective by this fraction to be taken.
     improvement: float = 1e-6
+    # A re-solve from a neighbour's answer that comes this close (rad / m, every free
+    # coordinate) to the frame's converged answer is falling into the same minimum: it stops
+    # there. Distinct IK minima lie tens of degrees apart, and two answers within 0.6 deg have
+    # objectives too close for the sweep to prefer either; most re-solves on real trials end
+    # this way, after 2-3 steps instead of 7-10.
+    same_minimum: float = 1e-2
 
 
 class SkeletonLike(Protocol):
@@ -126,6 +133,26 @@ class CoordinateTargets:
     values: torch.Tensor
 
 
+@dataclasses.dataclass(frozen=True)
+class RefineStages:
+    """Where :func:`refine`'s time went (wall seconds) and how much batched work each stage did.
+
+    A "pass" is one batched linearisation (one ``Skeleton.normal_equations`` call by default):
+    at lab sizes its cost is mostly per-operation overhead, so passes x seconds per pass is
+    the cost model. Setup: problem (weights, bounds, Jacobian structure); solve: all frames;
+    sweeps: re-solves of doubtful frames from a neighbour's answer; report: marker errors.
+    """
+
+    setup_s: float
+    solve_s: float
+    solve_passes: int
+    sweeps_s: float
+    sweep_rounds: int
+    sweep_candidates: int
+    sweep_passes: int
+    report_s: float
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class RefineResult:
     """Refined coordinates and OpenSim-style marker errors, per frame.
@@ -139,6 +166,7 @@ class RefineResult:
         iterations: (T,) Levenberg-Marquardt iterations used.
         converged: (T,) bool.
         objective: (T,) final value of the weighted objective.
+        stages: timings and batched passes per stage (:class:`RefineStages`).
     """
 
     q: torch.Tensor
@@ -148,6 +176,7 @@ class RefineResult:
     iterations: torch.Tensor
     converged: torch.Tensor
     objective: torch.Tensor
+    stages: RefineStages | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -501,15 +530,21 @@ def _build_problem(
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class _Solved:
-    """q (B, n) with free coordinates optimised; iterations, converged, objective: (B,)."""
+    """q (B, n) with free coordinates optimised; iterations, converged, objective: (B,);
+    passes: batched linearisations it took."""
 
     q: torch.Tensor
     iterations: torch.Tensor
     converged: torch.Tensor
     cost: torch.Tensor
+    passes: int = 0
 
 
-def _solve_chunk(sk: SkeletonLike, q0: torch.Tensor, problem: _Problem, config: RefineConfig) -> _Solved:
+def _solve_chunk(sk: SkeletonLike, q0: torch.Tensor, problem: _Problem, config: RefineConfig,
+                 reference: torch.Tensor | None = None) -> _Solved:
+    """Levenberg-Marquardt on all frames of ``q0`` (B, n); frames leave the batch when done.
+    ``reference`` (B, F), NaN rows for none: free coordinates at which a frame also stops
+    (within ``config.same_minimum``, see :func:`_temporal_sweeps`)."""
     linearise = LINEARISERS[config.jacobian]
     b = q0.shape[0]
     q_base = q0.clone()
@@ -518,11 +553,13 @@ def _solve_chunk(sk: SkeletonLike, q0: torch.Tensor, problem: _Problem, config: 
     converged = torch.zeros(b, dtype=torch.bool)
     damping = torch.full((b,), config.initial_damping, dtype=torch.float64)
     lin = linearise(sk, q_base, x, problem, config.fd_step)
+    passes = 1
     active = torch.arange(b)
-    sub, q_sub = problem, q_base
+    sub, q_sub, ref = problem, q_base, reference
     for _ in range(config.max_iters):
         trial = _lm_step(lin.take(active), x[active], damping[active], sub)
         lin_t = linearise(sk, q_sub, trial, sub, config.fd_step)
+        passes += 1
         accept = lin_t.cost <= lin.cost[active]
         step = (trial - x[active]).abs().amax(dim=1)
         acc_rows = active[accept]
@@ -531,22 +568,29 @@ def _solve_chunk(sk: SkeletonLike, q0: torch.Tensor, problem: _Problem, config: 
         damping[active] = torch.where(accept, damping[active] * config.damping_down, damping[active] * config.damping_up)
         iterations[active] += 1
         done = (accept & (step < config.tol)) | (damping[active] > config.max_damping)
+        if ref is not None:  # NaN references compare False
+            done |= accept & ((trial - ref).abs().amax(dim=1) < config.same_minimum)
         converged[active] |= done
         if bool(done.any()):  # the batch shrinks only when a frame has finished
             active = active[~done]
             if active.numel() == 0:
                 break
             sub, q_sub = problem.take(active), q_base[active]
-    return _Solved(_with_free(q_base, problem.free, x), iterations, converged, lin.cost)
+            ref = None if reference is None else reference[active]
+    return _Solved(_with_free(q_base, problem.free, x), iterations, converged, lin.cost, passes)
 
 
-def _solve(sk: SkeletonLike, q0: torch.Tensor, problem: _Problem, config: RefineConfig) -> _Solved:
+def _solve(sk: SkeletonLike, q0: torch.Tensor, problem: _Problem, config: RefineConfig,
+           reference: torch.Tensor | None = None) -> _Solved:
     """All frames, in chunks of ``config.chunk_frames``."""
     pieces = []
     for start in range(0, q0.shape[0], config.chunk_frames):
         rows = torch.arange(start, min(start + config.chunk_frames, q0.shape[0]))
-        pieces.append(_solve_chunk(sk, q0[rows], problem.take(rows), config))
-    return _Solved(*(torch.cat([getattr(p, f.name) for p in pieces]) for f in dataclasses.fields(_Solved)))
+        pieces.append(_solve_chunk(sk, q0[rows], problem.take(rows), config,
+                                   None if reference is None else reference[rows]))
+    tensors = [f.name for f in dataclasses.fields(_Solved) if f.name != "passes"]
+    return _Solved(*(torch.cat([getattr(p, f) for p in pieces]) for f in tensors),
+                   passes=sum(p.passes for p in pieces))
 
 
 def _suspicious(solved: _Solved, ratio: float) -> torch.Tensor:
@@ -633,14 +677,15 @@ def _reach_pairs(changed: list[int], frames: int, reach: int) -> tuple[torch.Ten
     return index[:, 0], index[:, 1]
 
 
-def _temporal_sweeps(sk: SkeletonLike, solved: _Solved, problem: _Problem, config: RefineConfig) -> _Solved:
+def _temporal_sweeps(sk: SkeletonLike, solved: _Solved, problem: _Problem, config: RefineConfig
+                     ) -> tuple[_Solved, tuple[int, int, int]]:
     """Re-solve doubtful frames from a neighbouring frame's answer; keep what is preferred.
 
     Batched stand-in for OpenSim's frame-to-frame warm start: a better minimum (or a more
     anatomical Euler set of the same pose) spreads up to ``sweep_reach`` frames per sweep into
     a run of frames stuck elsewhere. Doubtful: not converged, an objective above a neighbour's, or a jump of
     more than ``max_jump`` to a neighbour. Only frames within ``sweep_reach`` of a change are
-    retried, each from the changed frame's answer.
+    retried, each from the changed frame's answer. Also returns (sweeps, re-solves, passes).
     """
     q, cost = solved.q.clone(), solved.cost.clone()
     iterations, converged = solved.iterations.clone(), solved.converged.clone()
@@ -653,19 +698,26 @@ def _temporal_sweeps(sk: SkeletonLike, solved: _Solved, problem: _Problem, confi
     # the better minimum, and bounding it keeps the small sweep batches cheap.
     sweep_config = dataclasses.replace(config, max_iters=min(config.max_iters, config.sweep_max_iters))
     tgt, src = _neighbour_pairs(retry)
+    rounds = candidates = passes = 0
     for _ in range(config.temporal_sweeps):
         if tgt.numel() == 0:
             break
-        trial = _solve(sk, q[src], problem.take(tgt), sweep_config)
+        # A candidate heading into the frame's own (converged) minimum stops near it.
+        reference = torch.where(converged[tgt, None], q[tgt][:, problem.free], float("nan"))
+        trial = _solve(sk, q[src], problem.take(tgt), sweep_config, reference)
+        rounds, candidates, passes = rounds + 1, candidates + tgt.numel(), passes + trial.passes
         iterations.index_add_(0, tgt, trial.iterations)
+        # Candidates not preferred to the frame's answer as it was are not preferred to a better
+        # one either; only the few others are compared one by one (several may share a target).
+        better = _preferred(trial.cost, cost[tgt], trial.q, q[tgt], anatomy, config)
         changed = []
-        for i in range(tgt.numel()):  # several candidates may share a target: compare one by one
+        for i in torch.nonzero(better).flatten().tolist():
             j = int(tgt[i])
             if bool(_preferred(trial.cost[i:i + 1], cost[j:j + 1], trial.q[i:i + 1], q[j:j + 1], anatomy, config)):
                 q[j], cost[j], converged[j] = trial.q[i], trial.cost[i], trial.converged[i]
                 changed.append(j)
         tgt, src = _reach_pairs(sorted(set(changed)), t, config.sweep_reach)
-    return _Solved(q, iterations, converged, cost)
+    return _Solved(q, iterations, converged, cost), (rounds, candidates, passes)
 
 
 def marker_errors(
@@ -721,23 +773,33 @@ def refine(
     locked = sk.coordinate_locked.bool().cpu()
     q0_t[:, locked] = sk.coordinate_defaults.detach().cpu().double()[locked]
     threads = torch.get_num_threads()
+    clock = [time.perf_counter()]
+
+    def lap() -> float:
+        clock.append(time.perf_counter())
+        return clock[-1] - clock[-2]
+
+    sweeps = (0, 0, 0)
     try:
         if config.threads is not None:
             torch.set_num_threads(config.threads)
         with torch.no_grad():
             problem = _build_problem(sk, markers_t, weights_t, coordinate_tasks)
+            setup_s = lap()
             solved = _solve(sk, q0_t, problem, config)
+            solve_s, solve_passes = lap(), solved.passes
             if config.temporal_sweeps > 0 and markers_t.shape[0] > 1:
-                solved = _temporal_sweeps(sk, solved, problem, config)
+                solved, sweeps = _temporal_sweeps(sk, solved, problem, config)
+            sweeps_s = lap()
+            q, iterations, converged = solved.q, solved.iterations, solved.converged
+            total, rms, mx, q_full = marker_errors(sk, q, markers_t, weights_t)
+            r = _residual(sk, q, problem)[:, 0]
     finally:
         torch.set_num_threads(threads)
-    q, iterations, converged = solved.q, solved.iterations, solved.converged
-    with torch.no_grad():
-        total, rms, mx, q_full = marker_errors(sk, q, markers_t, weights_t)
-        r = _residual(sk, q, problem)[:, 0]
+    stages = RefineStages(setup_s, solve_s, solve_passes, sweeps_s, *sweeps, report_s=lap())
     return RefineResult(
         q=q_full.detach(), marker_sq_error_total=total, marker_rms=rms, marker_max=mx,
-        iterations=iterations, converged=converged, objective=(r * r).sum(dim=1),
+        iterations=iterations, converged=converged, objective=(r * r).sum(dim=1), stages=stages,
     )
 
 
