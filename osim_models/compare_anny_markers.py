@@ -97,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         print("marker residual after IK (mm), model minus Anny, in ground X fwd / Y up / Z right:")
         residuals = []
         for name, target in zip(names, xyz):
+            if not model.getMarkerSet().contains(name):
+                continue                 # e.g. the joint centres of anny-pig53 v3: not model markers
             got = model.getMarkerSet().get(name).getLocationInGround(state).to_numpy().copy()
             diff = (got - target) * 1000.0
             residuals.append(float(np.linalg.norm(diff)))
