@@ -5,8 +5,10 @@ File format (``format: opensim-biopose.virtual-markers``, integer ``version``)::
     {"name": "anny-pig53", "body_model": "anny", "num_vertices": 13718,
      "markers": {"LASI": {"vertices": [10959], "weights": [1.0], "description": "..."}, ...}}
 
-A marker is a weighted sum of vertices: one vertex, or a barycentric point (three vertices
-of a face). Positions come out in the frame and units of the vertices given (metres).
+A marker is a weighted sum of vertices (weights summing to 1): one vertex, a barycentric point
+(three vertices of a face), or a regressed point such as the joint centres of ``anny-pig53`` v3
+(many vertices, signed weights; see :mod:`.joint_centres`). Positions come out in the frame and
+units of the vertices given (metres).
 """
 from __future__ import annotations
 
