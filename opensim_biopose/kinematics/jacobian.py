@@ -79,8 +79,9 @@ class ColumnPlan:
     # are one entry), so there are about as many entries E as columns.
     moving: Tensor  # (A',) long: the axes (Jacobian order) whose coordinate moves a column
     entry: Tensor  # (A',) long: the entry of each of them
-    entry_columns: Tensor  # (E, F) float 0/1: the column each entry moves
-    below: Tensor  # (E, M) float: JacobianLayout.below of the entries' joints
+    entry_column: Tensor  # (E,) long: the column each entry moves
+    entry_joint: Tensor  # (E,) long: row of each entry's joint in ``below``
+    below: Tensor  # (J', M) float: JacobianLayout.below of the entries' joints
     above: Tensor  # (E, E) float: JacobianLayout.above of the entries (by their first axes)
     width: int  # F
 
@@ -113,14 +114,15 @@ def column_plan(layout: JacobianLayout, columns: Tensor) -> ColumnPlan:
     entry = torch.tensor([entry_of[k] for k in zip(axis_joint[moving].tolist(), axis_column[moving].tolist())],
                          dtype=torch.long)
     leads = torch.tensor(first_axis, dtype=torch.long)
-    entry_columns = torch.zeros(leads.numel(), width, dtype=torch.float64)
-    entry_columns[torch.arange(leads.numel()), axis_column[leads]] = 1.0
+    joints, entry_joint = torch.unique(axis_joint[leads], return_inverse=True)
+    joint_lead = torch.tensor([first_axis[int(torch.nonzero(entry_joint == j)[0])] for j in range(joints.numel())],
+                              dtype=torch.long)
     return ColumnPlan(
         pairs=pairs, axis=layout.pair_axis[pairs], marker=layout.pair_marker[pairs],
         coordinate=layout.pair_coordinate[pairs], first=torch.nonzero(first).flatten(),
         repeat=torch.nonzero(~first).flatten(), first_target=target[first], repeat_target=target[~first],
-        coordinate_column=coordinate_column, moving=moving, entry=entry, entry_columns=entry_columns,
-        below=layout.below[leads], above=layout.above[leads][:, leads], width=width,
+        coordinate_column=coordinate_column, moving=moving, entry=entry, entry_column=axis_column[leads],
+        entry_joint=entry_joint, below=layout.below[joint_lead], above=layout.above[leads][:, leads], width=width,
     )
 
 
@@ -303,14 +305,14 @@ def normal_equations(
     if chain is not None:  # a coupled coordinate's axes move its root's column, scaled by the chain
         factor = chain[layout.axis_coordinate[plan.moving]]  # (A', B)
         u, v = u * factor, v * factor
-    entries = plan.entry_columns.shape[0]
+    entries = plan.entry_column.numel()
     if entries < plan.entry.numel():  # sum the axes of each (joint, column) entry
         u = u.new_zeros(3, entries, u.shape[-1]).index_add_(1, plan.entry, u)
         v = v.new_zeros(3, entries, v.shape[-1]).index_add_(1, plan.entry, v)
     moments, cost = _moments(markers, targets, weights)  # (M, 19, B), (B,)
     count, batch = markers.shape[0], markers.shape[-1]
-    # Sums over the markers below each entry: one (E, M) x (M, 19 B) product.
-    s = (plan.below @ moments.view(count, -1)).view(-1, MOMENT_ROWS, batch)  # (E, 19, B)
+    # Sums over the markers below each joint: one (J', M) x (M, 19 B) product; then per entry.
+    s = (plan.below @ moments.view(count, -1)).view(-1, MOMENT_ROWS, batch)[plan.entry_joint]  # (E, 19, B)
     w, x, q = s[:, :1], s[:, 1:4], s[:, 4:13].view(-1, 3, 3, batch)
     xe, we = s[:, 13:16], s[:, 16:19]
     u, v = u.transpose(0, 1), v.transpose(0, 1)  # (E, 3, B)
@@ -323,11 +325,10 @@ def normal_equations(
     y = torch.cat([alpha, beta], 1).permute(2, 1, 0).contiguous()  # (B, 6, E)
     half = torch.bmm(z, y) * plan.above  # pairs (a above or beside b) once, the diagonal halved
     hess_axes = half + half.transpose(1, 2)  # (B, E, E) symmetric
-    columns = plan.entry_columns  # (E, F)
-    a, f = columns.shape
-    # C^T H C as two plain matrix products: (H C)^T = C^T H (H symmetric).
-    hc = (hess_axes.view(-1, a) @ columns).view(batch, a, f)
-    hessian = (hc.transpose(1, 2).reshape(-1, a) @ columns).view(batch, f, f)
+    # Entries into columns (a coupled coordinate's entries add into its root's column).
+    column, f = plan.entry_column, plan.width
+    hessian = hess_axes.new_zeros(batch, f, entries).index_add_(1, column, hess_axes)
+    hessian = hessian.new_zeros(batch, f, f).index_add_(2, column, hessian)
     grad_axes = (u * xe - v * we).sum(1)  # (E, B)
-    gradient = grad_axes.t() @ columns
+    gradient = grad_axes.new_zeros(f, batch).index_add_(0, column, grad_axes).t()
     return NormalEquations(cost=cost, gradient=gradient, hessian=hessian)
