@@ -38,7 +38,7 @@ from opensim_biopose.errors import BioPoseError  # noqa: E402
 from opensim_biopose.io.ik_setup import read_ik_setup  # noqa: E402
 from opensim_biopose.io.mot import CoordinateData, compare_dofs, read_mot  # noqa: E402
 from opensim_biopose.kinematics import Skeleton  # noqa: E402
-from opensim_biopose.neurik.refine import marker_errors, refine  # noqa: E402
+from opensim_biopose.neurik.refine import RefineConfig, RefineStages, marker_errors, refine  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "opensim"
 # On exact synthetic markers the optimum has zero error: a frame whose fit leaves markers this
@@ -133,16 +133,19 @@ def _run_tool(trial: Trial, start: float, end: float, out: Path, workdir: Path) 
     return time.perf_counter() - begin
 
 
-def run_opensim(trial: Trial, sk: Skeleton, times: np.ndarray, workdir: Path) -> tuple[torch.Tensor, float, float]:
-    """OpenSim's answer (T, n) in the Skeleton's order, run() seconds, and seconds per frame.
+def run_opensim(trial: Trial, sk: Skeleton, times: np.ndarray, workdir: Path, repeats: int = 1
+                ) -> tuple[torch.Tensor, float, float]:
+    """OpenSim's answer (T, n) in the Skeleton's order, run() seconds, and seconds per frame
+    (each the fastest of ``repeats`` runs).
 
     run() also reads the .trc and initialises the system; a one-frame run measures that fixed
     part, so the per-frame figure is (t(T frames) - t(1 frame)) / (T - 1): the solver alone.
     """
     out = workdir / f"{trial.name}_opensim.mot"
-    seconds = _run_tool(trial, float(times[0]), float(times[-1]), out, workdir)
+    seconds = min(_run_tool(trial, float(times[0]), float(times[-1]), out, workdir) for _ in range(repeats))
     q = read_mot(out, sk).select(sk.coordinate_names).values
-    fixed = _run_tool(trial, float(times[0]), float(times[0]), workdir / "one_frame.mot", workdir)
+    fixed = min(_run_tool(trial, float(times[0]), float(times[0]), workdir / "one_frame.mot", workdir)
+                for _ in range(repeats))
     per_frame = max(seconds - fixed, 1e-9) / max(len(times) - 1, 1)
     return torch.from_numpy(q), seconds, per_frame
 
@@ -197,6 +200,14 @@ def timed(fn):
     return out, time.perf_counter() - start
 
 
+def fastest(fn, repeats: int):
+    """(result, seconds) of the fastest of ``repeats`` calls after a warm-up call: the machine
+    may be shared, and the fastest run is the one least disturbed (OpenSim gets the same)."""
+    fn()
+    runs = [timed(fn) for _ in range(repeats)]
+    return min(runs, key=lambda run: run[1])
+
+
 def _dof_error(sk: Skeleton, times: np.ndarray, q: torch.Tensor, reference: CoordinateData) -> float:
     ours = CoordinateData(times, tuple(sk.coordinate_names), q.numpy())
     return compare_dofs(ours, reference).mean_deg
@@ -212,17 +223,51 @@ def _iterations(res) -> str:
     return f"{res.iterations.float().mean():.1f} / {int(res.iterations.max())}"
 
 
-def bench_trial(trial: Trial, workdir: Path) -> Row:
+@dataclasses.dataclass(frozen=True)
+class Breakdown:
+    """Where NeurIK + refinement spends its time on one trial at one thread count (seconds)."""
+
+    trial: str
+    frames: int
+    threads: int
+    neurik_s: float
+    total_s: float  # NeurIK + refinement, fastest run
+    stages: RefineStages  # of the refinement in that run
+
+
+def _ours(sk: Skeleton, prepared: PreparedTrial, net, threads: int, repeats: int) -> tuple[object, torch.Tensor, Breakdown]:
+    """NeurIK alone and NeurIK + refinement at ``threads`` torch threads (both, fastest runs)."""
+    torch.set_num_threads(threads)
+    config = RefineConfig(threads=threads)
+    try:
+        q_net, s_net = fastest(lambda: _neurik_q(net, sk, prepared), repeats)
+
+        def both():
+            start = time.perf_counter()
+            q0 = _neurik_q(net, sk, prepared)
+            neurik_s = time.perf_counter() - start
+            res = refine(sk, prepared.xyz, prepared.weights, q0, coordinate_tasks=prepared.targets, config=config)
+            return res, neurik_s
+
+        (res, neurik_s), total = fastest(both, repeats)
+    finally:
+        torch.set_num_threads(1)
+    return res, q_net, Breakdown("", len(prepared.times), threads, s_net, total, res.stages)
+
+
+BREAKDOWNS: list[Breakdown] = []
+
+
+def bench_trial(trial: Trial, workdir: Path, repeats: int = 5, opensim_repeats: int = 2) -> Row:
     sk = Skeleton.from_osim(trial.job.model_file, dtype=torch.float64)
     prepared = prepare_trial(trial.job, sk)
     t = len(prepared.times)
     reference = read_mot(trial.reference, sk)
-    q_os, s_run, s_per_frame = run_opensim(trial, sk, prepared.times, workdir)
+    q_os, s_run, s_per_frame = run_opensim(trial, sk, prepared.times, workdir, opensim_repeats)
     s_os = s_per_frame * t  # the solver alone: the figure kindest to OpenSim
     default = sk.coordinate_defaults.double().expand(t, -1)
-    refine(sk, prepared.xyz[:2], prepared.weights, default[:2], coordinate_tasks=prepared.targets)  # warm-up
-    res_default, s_default = timed(
-        lambda: refine(sk, prepared.xyz, prepared.weights, default, coordinate_tasks=prepared.targets)
+    res_default, s_default = fastest(
+        lambda: refine(sk, prepared.xyz, prepared.weights, default, coordinate_tasks=prepared.targets), repeats
     )
     v = {
         "OpenSim f/s (run)": f"{t / s_run:.0f}",
@@ -239,22 +284,41 @@ def bench_trial(trial: Trial, workdir: Path) -> Row:
     }
     net = _neurik(sk, prepared, trial.name)
     if net is not None:
-        _neurik_q(net, sk, prepared)  # warm-up
-        q_net, s_net = timed(lambda: _neurik_q(net, sk, prepared))
-        res_ref, s_ref = timed(
-            lambda: refine(sk, prepared.xyz, prepared.weights, _neurik_q(net, sk, prepared),
-                           coordinate_tasks=prepared.targets)
-        )
+        res_ref, q_net, one = _ours(sk, prepared, net, 1, repeats)
+        _, _, two = _ours(sk, prepared, net, 2, repeats)
+        BREAKDOWNS.extend(dataclasses.replace(b, trial=trial.name) for b in (one, two))
         v.update({
-            "NeurIK f/s": f"{t / s_net:.0f}", "NeurIK x OpenSim": f"{s_os / s_net:.1f}",
-            "NeurIK+refine f/s": f"{t / s_ref:.0f}", "NeurIK+refine x OpenSim": f"{s_os / s_ref:.2f}",
+            "NeurIK f/s": f"{t / one.neurik_s:.0f}", "NeurIK x OpenSim": f"{s_os / one.neurik_s:.1f}",
+            "NeurIK+refine f/s": f"{t / one.total_s:.0f}", "NeurIK+refine x OpenSim": f"{s_os / one.total_s:.2f}",
+            "NeurIK+refine f/s, 2 threads": f"{t / two.total_s:.0f}",
+            "NeurIK+refine x OpenSim, 2 thr.": f"{s_os / two.total_s:.2f}",
             "DoF err NeurIK": f"{_dof_error(sk, prepared.times, q_net, reference):.3f}",
             "DoF err NeurIK+refine": f"{_dof_error(sk, prepared.times, res_ref.q, reference):.3f}",
             "RMS mm NeurIK": f"{_rms_mm(sk, q_net, prepared):.2f}",
+            "RMS mm NeurIK+refine": f"{1000 * float(np.nanmean(res_ref.marker_rms.numpy())):.2f}",
             "iters NeurIK+refine mean/max": _iterations(res_ref),
             "not conv. NeurIK+refine": f"{int((~res_ref.converged).sum())}",
         })
     return Row(trial.name, t, v)
+
+
+def print_breakdown(rows: list[Breakdown]) -> None:
+    """Per-stage times of NeurIK + refinement (ms) from the fastest run of each."""
+    if not rows:
+        return
+    print("\nNeurIK + refinement, per stage (ms, fastest run; a pass = one batched Skeleton.normal_equations"
+          " call + its LM step):")
+    print(f"  {'trial':<16}{'thr':>4}{'total':>8}{'NeurIK':>8}{'setup':>7}{'solve':>7}{'passes':>7}{'ms/pass':>8}"
+          f"{'sweeps':>8}{'rounds':>7}{'re-solves':>10}{'passes':>7}{'report':>7}")
+    for b in rows:
+        st = b.stages
+        per_pass = 1e3 * st.solve_s / max(st.solve_passes, 1)
+        print(f"  {b.trial:<16}{b.threads:>4}{1e3 * b.total_s:>8.1f}{1e3 * b.neurik_s:>8.1f}{1e3 * st.setup_s:>7.1f}"
+              f"{1e3 * st.solve_s:>7.1f}{st.solve_passes:>7}{per_pass:>8.2f}{1e3 * st.sweeps_s:>8.1f}"
+              f"{st.sweep_rounds:>7}{st.sweep_candidates:>10}{st.sweep_passes:>7}{1e3 * st.report_s:>7.1f}")
+    print("  NeurIK: network + root-pose solve (unrefined answer); setup: weights, bounds, Jacobian structure; "
+          "solve: all frames batched;\n  sweeps: re-solves of doubtful frames from a neighbour's answer; "
+          "report: marker errors. total may exceed the sum by timer overhead.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -375,7 +439,8 @@ def print_table(rows: list[Row]) -> None:
         print(f"{key:<34}" + "".join(f"{r.values.get(key, '-'):>22}" for r in rows))
     print("DoF err: mean |difference| from the reference in degrees over OpenCap's 12 DoFs (L/R averaged).\n"
           "RMS mm: marker error through our FK (OpenSim's row: its answer). x OpenSim: OpenSim's solve "
-          "time (solver only: run() minus a one-frame run) / ours (>1 = ours faster);\nOpenSim at the setup's accuracy (1e-5), model load excluded; ours: one thread, markers already in memory.")
+          "time (solver only: run() minus a one-frame run) / ours (>1 = ours faster);\nOpenSim at the setup's accuracy (1e-5), "
+          "model load excluded; ours: one thread unless marked, markers already in memory; all figures the fastest of repeated runs.")
 
 
 def main() -> None:
@@ -385,6 +450,8 @@ def main() -> None:
     parser.add_argument("--neurik-weights", action="append", default=[], metavar="TRIAL=CKPT",
                         help="NeurIK checkpoint for a trial (repeatable; overrides the committed "
                              "tests/checkpoints/<trial>.safetensors); the wide-range test uses gait2354_walk1's")
+    parser.add_argument("--repeats", type=int, default=5, help="runs of ours per figure (the fastest counts)")
+    parser.add_argument("--opensim-repeats", type=int, default=2, help="runs of OpenSim's tool per figure")
     parser.add_argument("--no-committed-checkpoints", action="store_true",
                         help="do not use tests/checkpoints/<trial>.safetensors (only --neurik-weights, shipped, cache)")
     args = parser.parse_args()
@@ -403,9 +470,10 @@ def main() -> None:
             trial = all_trials()[name]()
             if trial is not None:
                 print(f"running {name} ...", flush=True)
-                rows.append(bench_trial(trial, Path(tmp)))
+                rows.append(bench_trial(trial, Path(tmp), args.repeats, args.opensim_repeats))
         if rows:
             print_table(rows)
+            print_breakdown(BREAKDOWNS)
         if not args.no_wide_range:
             bench_wide_range()
 
