@@ -199,6 +199,10 @@ def test_normal_equations_reject_bad_targets() -> None:
         sk.normal_equations(q, targets, -weights)
     with pytest.raises(InputError, match="marker targets have shape"):
         sk.normal_equations(q, targets[:, :3], weights)
+    checked = sk.marker_targets(targets, weights)  # checked once, as solvers do
+    with pytest.raises(InputError, match="for 2 poses, q has 1"):
+        sk.normal_equations(q[:1], checked)
+    assert torch.equal(sk.normal_equations(q, checked).hessian, sk.normal_equations(q, targets, weights).hessian)
 
 
 def test_chunked_normal_equations_match_one_block(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -98,6 +98,26 @@ class SkeletonNormalEquations:
 
 
 @dataclass(frozen=True)
+class MarkerTargets:
+    """Checked marker targets for :meth:`Skeleton.normal_equations`, batch last; made by
+    :meth:`Skeleton.marker_targets` once, so solvers calling it every iteration skip the checks."""
+
+    positions: Tensor  # (M, 3, B) metres in ground, finite
+    weights: Tensor  # (M, B) >= 0; 0 drops a marker
+
+    @property
+    def batch(self) -> int:
+        return self.positions.shape[-1]
+
+    def take(self, rows: Tensor) -> MarkerTargets:
+        """Targets of the frames ``rows`` (long)."""
+        return MarkerTargets(self.positions[..., rows], self.weights[:, rows])
+
+    def piece(self, start: int, size: int) -> MarkerTargets:
+        return MarkerTargets(self.positions[..., start : start + size], self.weights[:, start : start + size])
+
+
+@dataclass(frozen=True)
 class _AxisMotions:
     """What both derivative passes share, batch last: q_t (n, B) filled, markers (M, 3, B),
     U, V (3, A, B) of :func:`axis_motions`, chain slopes (n, B) or None without couplers."""
@@ -505,32 +525,55 @@ class Skeleton:
             coordinate_jacobian=coordinate_jacobian(plan, _ones_if_none(m.chain, m.q_t)),
         )
 
+    def marker_targets(self, targets: Tensor, weights: Tensor) -> MarkerTargets:
+        """Check targets (B, M, 3) metres in ground (finite; give absent markers weight 0 and any
+        finite target) and weights (M,) or (B, M) >= 0 for :meth:`normal_equations`."""
+        targets = torch.as_tensor(targets, device=self.device, dtype=self.dtype)
+        weights = torch.as_tensor(weights, device=self.device, dtype=self.dtype)
+        m = len(self.marker_names)
+        if targets.ndim != 3 or targets.shape[1:] != (m, 3):
+            raise InputError(f"marker targets have shape {tuple(targets.shape)}; expected (B, {m}, 3)")
+        batch = targets.shape[0]
+        if weights.shape not in ((m,), (batch, m)):
+            raise InputError(f"marker weights have shape {tuple(weights.shape)}; expected ({m},) or ({batch}, {m})")
+        if not bool(targets.isfinite().all()) or not bool(weights.isfinite().all()) or bool((weights < 0).any()):
+            raise InputError("marker targets and weights must be finite and weights >= 0 "
+                             "(give absent markers weight 0 and any finite target)")
+        weights_t = weights.unsqueeze(-1).expand(-1, batch) if weights.ndim == 1 else weights.t()
+        return MarkerTargets(targets.permute(1, 2, 0), weights_t)
+
     def normal_equations(
         self,
         q: Tensor,
-        targets: Tensor,
-        weights: Tensor,
+        targets: Tensor | MarkerTargets,
+        weights: Tensor | None = None,
         scales: Tensor | None = None,
         marker_offsets: Tensor | None = None,
         columns: Sequence[int] | Tensor | None = None,
     ) -> SkeletonNormalEquations:
         """Gauss-Newton normal equations of weighted marker distances, without the Jacobian.
 
-        targets: (B, M, 3) metres in ground (finite; give absent markers weight 0);
-        weights: (M,) or (B, M) >= 0. Other arguments as :meth:`jacobians`. J^T W J and
-        J^T W e come from weighted moments of the markers below each transform axis
-        (see :func:`opensim_biopose.kinematics.jacobian.normal_equations`): at lab batch
-        sizes several times faster than forming the (B, M, 3, F) Jacobian and multiplying it.
+        targets: (B, M, 3) metres in ground with weights (M,) or (B, M) (see
+        :meth:`marker_targets`), or a :class:`MarkerTargets` already checked (weights None).
+        Other arguments as :meth:`jacobians`. J^T W J and J^T W e come from weighted moments
+        of the markers below each transform axis (see
+        :func:`opensim_biopose.kinematics.jacobian.normal_equations`): at lab batch sizes
+        several times faster than forming the (B, M, 3, F) Jacobian and multiplying it.
         """
         plan = self._column_plan(columns)
         with torch.no_grad():
             q_t, s, offsets = self._batch_last_inputs(q, scales, marker_offsets)
             batch = q_t.shape[1]
-            targets_t, weights_t = self._check_targets(targets, weights, batch)
+            if not isinstance(targets, MarkerTargets):
+                if weights is None:
+                    raise InputError("normal_equations needs marker weights with plain targets")
+                targets = self.marker_targets(targets, weights)
+            if targets.batch != batch:
+                raise InputError(f"marker targets are for {targets.batch} poses, q has {batch}")
             chunk = CPU_CHUNK if q_t.device.type == "cpu" else batch
             parts = [
                 self._normal_chunk(q_t[:, i : i + chunk], _chunk(s, i, chunk), _chunk(offsets, i, chunk),
-                                   targets_t[..., i : i + chunk], _chunk(weights_t, i, chunk), plan)
+                                   targets.piece(i, chunk), plan)
                 for i in range(0, batch, chunk)
             ]
         if len(parts) == 1:
@@ -538,26 +581,11 @@ class Skeleton:
         fields = SkeletonNormalEquations.__dataclass_fields__
         return SkeletonNormalEquations(*(torch.cat([getattr(p, f) for p in parts]) for f in fields))
 
-    def _check_targets(self, targets: Tensor, weights: Tensor, batch: int) -> tuple[Tensor, Tensor]:
-        """targets (B, M, 3), weights (M,) or (B, M) -> batch-last (M, 3, B), (M, B or 1)."""
-        m = len(self.marker_names)
-        targets = torch.as_tensor(targets, device=self.device, dtype=self.dtype)
-        weights = torch.as_tensor(weights, device=self.device, dtype=self.dtype)
-        if targets.shape != (batch, m, 3):
-            raise InputError(f"marker targets have shape {tuple(targets.shape)}; expected ({batch}, {m}, 3)")
-        if weights.shape not in ((m,), (batch, m)):
-            raise InputError(f"marker weights have shape {tuple(weights.shape)}; expected ({m},) or ({batch}, {m})")
-        if not bool(targets.isfinite().all()) or not bool(weights.isfinite().all()) or bool((weights < 0).any()):
-            raise InputError("marker targets and weights must be finite and weights >= 0 "
-                             "(give absent markers weight 0 and any finite target)")
-        weights_t = weights.unsqueeze(-1) if weights.ndim == 1 else weights.t()
-        return targets.permute(1, 2, 0), weights_t
-
-    def _normal_chunk(self, q_t: Tensor, s: Tensor | None, offsets: Tensor, targets: Tensor, weights: Tensor,
+    def _normal_chunk(self, q_t: Tensor, s: Tensor | None, offsets: Tensor, targets: MarkerTargets,
                       plan: ColumnPlan) -> SkeletonNormalEquations:
         m = self._axis_motions(q_t, s, offsets)
-        weights = weights.expand(-1, m.markers.shape[-1])
-        eq = normal_equations(self._compiled.jacobian, plan, m.u, m.v, m.markers, targets, weights, m.chain)
+        eq = normal_equations(self._compiled.jacobian, plan, m.u, m.v, m.markers, targets.positions, targets.weights,
+                              m.chain)
         return SkeletonNormalEquations(
             markers=m.markers.permute(2, 0, 1).contiguous(),
             q_full=m.q_t.t().contiguous(),

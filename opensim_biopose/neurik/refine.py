@@ -115,8 +115,10 @@ class SkeletonLike(Protocol):
 
     def jacobians(self, q: torch.Tensor, scales=None, marker_offsets=None, columns=None): ...
 
-    def normal_equations(self, q: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, scales=None,
-                         marker_offsets=None, columns=None): ...
+    def marker_targets(self, targets: torch.Tensor, weights: torch.Tensor): ...
+
+    def normal_equations(self, q: torch.Tensor, targets, weights=None, scales=None, marker_offsets=None,
+                         columns=None): ...
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -200,11 +202,12 @@ class _Problem:
     group_of: torch.Tensor | None = None  # (F,) long: finite-difference group per column, -1: constant column
     pattern: torch.Tensor | None = None  # (R, F) bool: residual rows that depend on each column
     slopes: torch.Tensor | None = None  # (F, R) unweighted derivatives of the constant columns (0 elsewhere)
+    targets: object | None = None  # markers and weights checked once by Skeleton.marker_targets
 
     def take(self, rows: torch.Tensor) -> _Problem:
         return dataclasses.replace(
             self, markers=self.markers[rows], sqrt_w=self.sqrt_w[rows], weights=self.weights[rows],
-            task_values=self.task_values[rows],
+            task_values=self.task_values[rows], targets=None if self.targets is None else self.targets.take(rows),
         )
 
 
@@ -374,8 +377,8 @@ def _linearise_moments(
     sk: SkeletonLike, q_base: torch.Tensor, x: torch.Tensor, problem: _Problem, fd_step: float
 ) -> _Linearised:
     """Marker rows by ``Skeleton.normal_equations`` (no Jacobian formed), plus the coordinate tasks."""
-    out = sk.normal_equations(_with_free(q_base, problem.free, x), problem.markers, problem.weights,
-                              columns=problem.free)
+    targets = problem.targets if problem.targets is not None else sk.marker_targets(problem.markers, problem.weights)
+    out = sk.normal_equations(_with_free(q_base, problem.free, x), targets, columns=problem.free)
     if problem.task_index.numel() == 0:
         return _Linearised(out.cost, out.gradient, out.hessian)
     task_res = (out.q_full[:, problem.task_index] - problem.task_values) * problem.task_sqrt_w  # (B, K)
@@ -521,11 +524,12 @@ def _build_problem(
         k_index, k_w = targets.index, torch.sqrt(targets.weights)
         k_values = targets.values.expand(t, -1) if targets.values.ndim == 1 else targets.values
     structure = _probe_structure(sk, free, k_index)
+    clean = torch.nan_to_num(markers, nan=0.0)
     return _Problem(
-        markers=torch.nan_to_num(markers, nan=0.0), sqrt_w=sqrt_w, weights=sqrt_w * sqrt_w, task_index=k_index,
+        markers=clean, sqrt_w=sqrt_w, weights=sqrt_w * sqrt_w, task_index=k_index,
         task_sqrt_w=k_w, task_values=k_values, free=free, lower=lower, upper=upper,
         group_of=_colour_columns(structure.pattern, structure.constant), pattern=structure.pattern,
-        slopes=structure.slopes,
+        slopes=structure.slopes, targets=sk.marker_targets(clean, sqrt_w * sqrt_w),
     )
 
 
