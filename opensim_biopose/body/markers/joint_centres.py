@@ -48,9 +48,13 @@ import json
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from opensim_biopose.body.anny_model import AnnyBody
 
 # (marker, Anny bone whose head is the joint centre, carrier bone or None for "blended",
 # description). Plug-in-Gait-like names; the default OpenSim model has none of them, so OpenSim IK,
@@ -124,7 +128,7 @@ class JointRegressor:
         return np.einsum("k,nkd->nd", np.asarray(self.weights), vertices[:, list(self.vertices)])
 
 
-def sample_shapes(body, count: int, corners: int, rng: np.random.Generator) -> np.ndarray:
+def sample_shapes(body: AnnyBody, count: int, corners: int, rng: np.random.Generator) -> np.ndarray:
     """(1 + count + corners, 6): neutral body, uniform random bodies, random corners of the bounds."""
     lo, hi = (b.double().numpy() for b in body.shape_bounds)
     rand = lo + (hi - lo) * rng.random((count, lo.size))
@@ -132,7 +136,7 @@ def sample_shapes(body, count: int, corners: int, rng: np.random.Generator) -> n
     return np.vstack([body.neutral_shape.double().numpy()[None], rand, corner])
 
 
-def sample_poses(body, count: int, fraction: float, rng: np.random.Generator) -> torch.Tensor:
+def sample_poses(body: AnnyBody, count: int, fraction: float, rng: np.random.Generator) -> torch.Tensor:
     """(count, P, 3) rad: each pose joint uniform in ``fraction`` of its soft limits (0 where none)."""
     limits = body.pose_limits()
     lo = np.array([limits[n].lower if n in limits else (0, 0, 0) for n in body.pose_joint_names], float)
@@ -141,7 +145,7 @@ def sample_poses(body, count: int, fraction: float, rng: np.random.Generator) ->
     return torch.from_numpy(np.radians(deg))
 
 
-def pose_samples(body, shapes: np.ndarray, poses_per_shape: int, fraction: float,
+def pose_samples(body: AnnyBody, shapes: np.ndarray, poses_per_shape: int, fraction: float,
                  rng: np.random.Generator) -> Samples:
     """Posed bodies: ``poses_per_shape`` random poses (plus the rest pose) of every shape."""
     verts, heads = [], []
@@ -198,7 +202,7 @@ def fit_blended(vertices: np.ndarray, target: np.ndarray, candidates: np.ndarray
     return candidates[keep], c[keep] / c[keep].sum()
 
 
-def derive(body, config: JointCentreConfig = JointCentreConfig()) -> tuple[JointRegressor, ...]:
+def derive(body: AnnyBody, config: JointCentreConfig = JointCentreConfig()) -> tuple[JointRegressor, ...]:
     """Fit every joint of :data:`JOINT_CENTRES` on Anny (``body``: an ``AnnyBody`` in float64)."""
     from opensim_biopose.body.anny_model import POSE_BONES
 
