@@ -257,6 +257,64 @@ def _ours(sk: Skeleton, prepared: PreparedTrial, net, threads: int, repeats: int
 
 BREAKDOWNS: list[Breakdown] = []
 
+# aten operator -> class, for --op-classes (anything unlisted counts as "other").
+OP_CLASSES: dict[str, tuple[str, ...]] = {
+    "elementwise": ("mul", "add", "sub", "div", "neg", "cos", "sin", "where", "clamp", "clamp_min", "abs", "sqrt",
+                    "remainder", "minimum", "maximum", "ge", "gt", "le", "lt", "eq", "ne", "bitwise_or", "bitwise_and",
+                    "bitwise_not", "logical_not", "addcmul", "exp", "log", "pow", "atan2", "rsub", "reciprocal",
+                    "square", "round", "sign", "isfinite", "isnan", "nan_to_num", "floor_divide", "fmod", "add_",
+                    "mul_", "div_", "sub_", "__and__", "__or__", "__ior__", "__iand__", "bitwise_or_", "fmod_",
+                    "clamp_max", "clamp_", "neg_"),
+    "host syncs (tensor -> Python)": ("item", "_local_scalar_dense", "is_nonzero"),
+    "indexing (gather/scatter)": ("index", "index_select", "gather", "index_put_", "_index_put_impl_", "index_add_",
+                                  "index_copy_", "scatter_add_", "scatter_", "masked_fill_", "nonzero", "take",
+                                  "masked_select", "diag_embed"),
+    "copies and fills": ("copy_", "cat", "stack", "clone", "fill_", "zero_", "empty", "empty_like", "zeros",
+                         "zeros_like", "ones_like", "full", "full_like", "new_zeros", "new_empty", "to", "_to_copy",
+                         "contiguous", "tril", "triu", "arange", "resize_", "empty_strided", "eye", "new_full"),
+    "matrix products": ("mm", "bmm", "matmul", "addmm", "baddbmm", "linear", "dot", "einsum"),
+    "linear solves": ("linalg_cholesky_ex", "cholesky_solve", "_cholesky_solve_helper", "linalg_solve_ex",
+                      "linalg_lu_factor_ex", "linalg_lu_solve", "linalg_svd", "_linalg_svd", "linalg_inv_ex"),
+    "reductions": ("sum", "amax", "amin", "any", "all", "max", "min", "mean", "norm", "linalg_vector_norm",
+                   "argmax", "argmin", "prod", "cumsum"),
+    "network layers": ("_transformer_encoder_layer_fwd", "layer_norm", "native_layer_norm", "gelu", "softmax",
+                       "_native_multi_head_attention", "scaled_dot_product_attention", "relu", "tanh",
+                       "conv1d", "convolution"),
+}
+# Operators that only make views: their time is dispatch overhead.
+VIEW_OPS = ("view", "as_strided", "select", "slice", "unsqueeze", "squeeze", "expand", "transpose", "permute", "t",
+            "unbind", "reshape", "_reshape_alias", "detach", "alias", "diagonal", "split", "narrow", "flatten",
+            "_unsafe_view", "lift_fresh", "resolve_conj", "resolve_neg", "expand_as", "view_as", "unflatten",
+            "movedim", "chunk", "numpy_T", "real", "squeeze_", "unsqueeze_", "as_strided_", "mT", "mH", "transpose_",
+            "detach_")
+
+
+def op_classes(fn) -> tuple[float, dict[str, tuple[float, int]]]:
+    """Wall seconds of one profiled call of ``fn`` and {class: (self CPU seconds, calls)} of
+    its aten operators; "Python and dispatch between operators" is what the operators leave."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        start = time.perf_counter()
+        fn()
+        wall = time.perf_counter() - start
+    lookup = {f"aten::{op}": cls for cls, ops in OP_CLASSES.items() for op in ops}
+    lookup.update({f"aten::{op}": "views (dispatch only)" for op in VIEW_OPS})
+    out: dict[str, tuple[float, int]] = {}
+    for event in prof.key_averages():
+        if not event.key.startswith("aten::"):
+            continue
+        cls = lookup.get(event.key, "other")
+        seconds, calls = out.get(cls, (0.0, 0))
+        out[cls] = (seconds + event.self_cpu_time_total / 1e6, calls + event.count)
+    inside = sum(seconds for seconds, _ in out.values())
+    out["Python and dispatch between operators"] = (max(wall - inside, 0.0), 0)
+    return wall, out
+
+
+OP_PROFILES: list[tuple[str, int, float, dict[str, tuple[float, int]]]] = []
+
 
 def bench_trial(trial: Trial, workdir: Path, repeats: int = 5, opensim_repeats: int = 2) -> Row:
     sk = Skeleton.from_osim(trial.job.model_file, dtype=torch.float64)
@@ -287,6 +345,10 @@ def bench_trial(trial: Trial, workdir: Path, repeats: int = 5, opensim_repeats: 
         res_ref, q_net, one = _ours(sk, prepared, net, 1, repeats)
         _, _, two = _ours(sk, prepared, net, 2, repeats)
         BREAKDOWNS.extend(dataclasses.replace(b, trial=trial.name) for b in (one, two))
+        if PROFILE_OPS:
+            wall, classes = op_classes(lambda: refine(sk, prepared.xyz, prepared.weights, _neurik_q(net, sk, prepared),
+                                                      coordinate_tasks=prepared.targets))
+            OP_PROFILES.append((trial.name, t, wall, classes))
         v.update({
             "NeurIK f/s": f"{t / one.neurik_s:.0f}", "NeurIK x OpenSim": f"{s_os / one.neurik_s:.1f}",
             "NeurIK+refine f/s": f"{t / one.total_s:.0f}", "NeurIK+refine x OpenSim": f"{s_os / one.total_s:.2f}",
@@ -300,6 +362,19 @@ def bench_trial(trial: Trial, workdir: Path, repeats: int = 5, opensim_repeats: 
             "not conv. NeurIK+refine": f"{int((~res_ref.converged).sum())}",
         })
     return Row(trial.name, t, v)
+
+
+PROFILE_OPS = False  # --op-classes
+
+
+def print_op_classes() -> None:
+    """Share of NeurIK + refinement's time by operator class (one profiled run per trial)."""
+    for name, frames, wall, classes in OP_PROFILES:
+        total_ops = sum(calls for _, calls in classes.values())
+        print(f"\nNeurIK + refinement on {name} ({frames} frames), one profiled run (1 thread): {1e3 * wall:.1f} ms "
+              f"wall (profiler overhead included), {total_ops} aten operator calls")
+        for cls, (seconds, calls) in sorted(classes.items(), key=lambda kv: -kv[1][0]):
+            print(f"  {cls:<40}{1e3 * seconds:>8.1f} ms {100 * seconds / wall:>5.1f} %{calls:>7} calls")
 
 
 def print_breakdown(rows: list[Breakdown]) -> None:
@@ -452,9 +527,13 @@ def main() -> None:
                              "tests/checkpoints/<trial>.safetensors); the wide-range test uses gait2354_walk1's")
     parser.add_argument("--repeats", type=int, default=5, help="runs of ours per figure (the fastest counts)")
     parser.add_argument("--opensim-repeats", type=int, default=2, help="runs of OpenSim's tool per figure")
+    parser.add_argument("--op-classes", action="store_true",
+                        help="also profile one NeurIK + refine run per trial and print time by operator class")
     parser.add_argument("--no-committed-checkpoints", action="store_true",
                         help="do not use tests/checkpoints/<trial>.safetensors (only --neurik-weights, shipped, cache)")
     args = parser.parse_args()
+    global PROFILE_OPS
+    PROFILE_OPS = args.op_classes
     if not args.no_committed_checkpoints:
         NEURIK_WEIGHTS.update(default_neurik_weights(all_trials()))
     for item in args.neurik_weights:
@@ -474,6 +553,7 @@ def main() -> None:
         if rows:
             print_table(rows)
             print_breakdown(BREAKDOWNS)
+            print_op_classes()
         if not args.no_wide_range:
             bench_wide_range()
 
