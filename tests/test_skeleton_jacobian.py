@@ -180,8 +180,11 @@ def test_normal_equations_equal_the_jacobian_products(name: str) -> None:
         targets = sk.forward(q, **kwargs).markers + 0.03 * torch.randn(5, m, 3, generator=gen, dtype=torch.float64)
         weights = torch.rand(5, m, generator=gen, dtype=torch.float64)
         weights[0, : m // 2] = 0.0
-        out = sk.normal_equations(q, targets, weights, columns=free, **kwargs)
-        cost, gradient, hessian = dense_normal_equations(sk.jacobians(q, columns=free, **kwargs), targets, weights)
+        out = sk.normal_equations(q, targets, weights, columns=free, with_coordinate_jacobian=True, **kwargs)
+        jac = sk.jacobians(q, columns=free, **kwargs)
+        cost, gradient, hessian = dense_normal_equations(jac, targets, weights)
+        assert torch.equal(out.coordinate_jacobian, jac.coordinate_jacobian)
+        assert sk.normal_equations(q, targets, weights, columns=free, **kwargs).coordinate_jacobian is None
         assert torch.allclose(out.cost, cost, rtol=1e-12, atol=0)
         assert_close(out.gradient, gradient)
         assert_close(out.hessian, hessian)
@@ -210,8 +213,8 @@ def test_chunked_normal_equations_match_one_block(monkeypatch: pytest.MonkeyPatc
     q = poses(sk, 20, seed=8)
     targets = sk.forward(q).markers + 0.01
     weights = torch.ones(len(sk.marker_names), dtype=torch.float64)
-    whole = sk.normal_equations(q, targets, weights)
+    whole = sk.normal_equations(q, targets, weights, with_coordinate_jacobian=True)
     monkeypatch.setattr(skeleton_module, "CPU_CHUNK", 7)
-    pieces = sk.normal_equations(q, targets, weights)
+    pieces = sk.normal_equations(q, targets, weights, with_coordinate_jacobian=True)
     for field in ("markers", "q_full", "coordinate_jacobian", "cost", "gradient", "hessian"):
         assert torch.allclose(getattr(whole, field), getattr(pieces, field), rtol=1e-12, atol=1e-14)

@@ -74,6 +74,7 @@ class ColumnPlan:
     first_target: Tensor  # long: targets of the first terms (unique)
     repeat_target: Tensor  # long: targets of the other terms
     coordinate_column: Tensor  # (n,) long: column of each coordinate's root, -1 if not a column
+    selection: Tensor  # (n, F) float 0/1: d q / d q[columns] without couplers
     # For the normal equations, the axes that move a column are merged per (joint, column)
     # "entry": their U, V add up (a knee's rotation and the translations that follow its angle
     # are one entry), so there are about as many entries E as columns.
@@ -117,11 +118,15 @@ def column_plan(layout: JacobianLayout, columns: Tensor) -> ColumnPlan:
     joints, entry_joint = torch.unique(axis_joint[leads], return_inverse=True)
     joint_lead = torch.tensor([first_axis[int(torch.nonzero(entry_joint == j)[0])] for j in range(joints.numel())],
                               dtype=torch.long)
+    selection = torch.zeros(layout.root.numel(), width, dtype=torch.float64)
+    has_column = torch.nonzero(coordinate_column >= 0).flatten()
+    selection[has_column, coordinate_column[has_column]] = 1.0
     return ColumnPlan(
         pairs=pairs, axis=layout.pair_axis[pairs], marker=layout.pair_marker[pairs],
         coordinate=layout.pair_coordinate[pairs], first=torch.nonzero(first).flatten(),
         repeat=torch.nonzero(~first).flatten(), first_target=target[first], repeat_target=target[~first],
-        coordinate_column=coordinate_column, moving=moving, entry=entry, entry_column=axis_column[leads],
+        coordinate_column=coordinate_column, selection=selection, moving=moving, entry=entry,
+        entry_column=axis_column[leads],
         entry_joint=entry_joint, below=layout.below[joint_lead], above=layout.above[leads][:, leads], width=width,
     )
 
@@ -254,9 +259,12 @@ def marker_jacobian(plan: ColumnPlan, u: Tensor, v: Tensor, markers: Tensor, cha
     return jac.view(batch, count, 3, plan.width)
 
 
-def coordinate_jacobian(plan: ColumnPlan, chain: Tensor) -> Tensor:
-    """d q_full / d q[columns] (B, n, F): each coordinate moves with its root's column only."""
-    n, batch = chain.shape
+def coordinate_jacobian(plan: ColumnPlan, chain: Tensor | None, batch: int) -> Tensor:
+    """d q_full / d q[columns] (B, n, F): each coordinate moves with its root's column only,
+    by the chain slopes (n, B) (None without couplers: a constant 0/1 matrix, returned expanded)."""
+    if chain is None:
+        return plan.selection.expand(batch, -1, -1)
+    n = chain.shape[0]
     rows = torch.nonzero(plan.coordinate_column >= 0).flatten()
     jac = chain.new_zeros(batch, n * plan.width)
     jac[:, rows * plan.width + plan.coordinate_column[rows]] = chain[rows].t()

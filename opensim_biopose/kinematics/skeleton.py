@@ -45,10 +45,6 @@ CPU_CHUNK = 1024
 JACOBIAN_CPU_CHUNK = 256
 
 
-def _ones_if_none(chain: Tensor | None, q_t: Tensor) -> Tensor:
-    return torch.ones_like(q_t) if chain is None else chain
-
-
 def _chunk(t: Tensor | None, start: int, size: int) -> Tensor | None:
     """Slice a batch-last tensor (..., B or 1) to [start, start + size) unless it broadcasts."""
     if t is None or t.shape[-1] == 1:
@@ -89,9 +85,9 @@ class SkeletonNormalEquations:
     marker Jacobian by the F requested columns (as :class:`SkeletonJacobian`), W the weights.
     """
 
-    markers: Tensor  # (B, M, 3) metres in ground
-    q_full: Tensor  # (B, n) all coordinates, dependent ones recomputed
-    coordinate_jacobian: Tensor  # (B, n, F) d q_full / d q[columns]
+    markers: Tensor  # (B, M, 3) metres in ground (a view of batch-last storage)
+    q_full: Tensor  # (B, n) all coordinates, dependent ones recomputed (a view)
+    coordinate_jacobian: Tensor | None  # (B, n, F) d q_full / d q[columns]; None unless asked for
     cost: Tensor  # (B,) f, weights times m^2
     gradient: Tensor  # (B, F) J^T W (x - target): half the gradient of f
     hessian: Tensor  # (B, F, F) J^T W J
@@ -522,7 +518,7 @@ class Skeleton:
             markers=m.markers.permute(2, 0, 1).contiguous(),  # (B, M, 3)
             marker_jacobian=marker_jacobian(plan, m.u, m.v, m.markers, m.chain),
             q_full=m.q_t.t().contiguous(),
-            coordinate_jacobian=coordinate_jacobian(plan, _ones_if_none(m.chain, m.q_t)),
+            coordinate_jacobian=coordinate_jacobian(plan, m.chain, m.q_t.shape[1]).contiguous(),
         )
 
     def marker_targets(self, targets: Tensor, weights: Tensor) -> MarkerTargets:
@@ -550,12 +546,14 @@ class Skeleton:
         scales: Tensor | None = None,
         marker_offsets: Tensor | None = None,
         columns: Sequence[int] | Tensor | None = None,
+        with_coordinate_jacobian: bool = False,
     ) -> SkeletonNormalEquations:
         """Gauss-Newton normal equations of weighted marker distances, without the Jacobian.
 
         targets: (B, M, 3) metres in ground with weights (M,) or (B, M) (see
         :meth:`marker_targets`), or a :class:`MarkerTargets` already checked (weights None).
-        Other arguments as :meth:`jacobians`. J^T W J and J^T W e come from weighted moments
+        Other arguments as :meth:`jacobians`; ``with_coordinate_jacobian`` also returns
+        d q_full / d q[columns] (for coordinate targets). J^T W J and J^T W e come from weighted moments
         of the markers below each transform axis (see
         :func:`opensim_biopose.kinematics.jacobian.normal_equations`): at lab batch sizes
         several times faster than forming the (B, M, 3, F) Jacobian and multiplying it.
@@ -573,23 +571,24 @@ class Skeleton:
             chunk = CPU_CHUNK if q_t.device.type == "cpu" else batch
             parts = [
                 self._normal_chunk(q_t[:, i : i + chunk], _chunk(s, i, chunk), _chunk(offsets, i, chunk),
-                                   targets.piece(i, chunk), plan)
+                                   targets.piece(i, chunk), plan, with_coordinate_jacobian)
                 for i in range(0, batch, chunk)
             ]
         if len(parts) == 1:
             return parts[0]
         fields = SkeletonNormalEquations.__dataclass_fields__
-        return SkeletonNormalEquations(*(torch.cat([getattr(p, f) for p in parts]) for f in fields))
+        return SkeletonNormalEquations(*(None if getattr(parts[0], f) is None else torch.cat([getattr(p, f) for p in parts])
+                                         for f in fields))
 
     def _normal_chunk(self, q_t: Tensor, s: Tensor | None, offsets: Tensor, targets: MarkerTargets,
-                      plan: ColumnPlan) -> SkeletonNormalEquations:
+                      plan: ColumnPlan, with_coordinate_jacobian: bool) -> SkeletonNormalEquations:
         m = self._axis_motions(q_t, s, offsets)
         eq = normal_equations(self._compiled.jacobian, plan, m.u, m.v, m.markers, targets.positions, targets.weights,
                               m.chain)
         return SkeletonNormalEquations(
-            markers=m.markers.permute(2, 0, 1).contiguous(),
-            q_full=m.q_t.t().contiguous(),
-            coordinate_jacobian=coordinate_jacobian(plan, _ones_if_none(m.chain, m.q_t)),
+            markers=m.markers.permute(2, 0, 1),
+            q_full=m.q_t.t(),
+            coordinate_jacobian=coordinate_jacobian(plan, m.chain, m.q_t.shape[1]) if with_coordinate_jacobian else None,
             cost=eq.cost, gradient=eq.gradient, hessian=eq.hessian,
         )
 

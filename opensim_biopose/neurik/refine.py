@@ -118,7 +118,7 @@ class SkeletonLike(Protocol):
     def marker_targets(self, targets: torch.Tensor, weights: torch.Tensor): ...
 
     def normal_equations(self, q: torch.Tensor, targets, weights=None, scales=None, marker_offsets=None,
-                         columns=None): ...
+                         columns=None, with_coordinate_jacobian=False): ...
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -378,7 +378,9 @@ def _linearise_moments(
 ) -> _Linearised:
     """Marker rows by ``Skeleton.normal_equations`` (no Jacobian formed), plus the coordinate tasks."""
     targets = problem.targets if problem.targets is not None else sk.marker_targets(problem.markers, problem.weights)
-    out = sk.normal_equations(_with_free(q_base, problem.free, x), targets, columns=problem.free)
+    tasks = problem.task_index.numel() > 0
+    out = sk.normal_equations(_with_free(q_base, problem.free, x), targets, columns=problem.free,
+                              with_coordinate_jacobian=tasks)
     if problem.task_index.numel() == 0:
         return _Linearised(out.cost, out.gradient, out.hessian)
     task_res = (out.q_full[:, problem.task_index] - problem.task_values) * problem.task_sqrt_w  # (B, K)
@@ -429,10 +431,13 @@ def _lm_step(lin: _Linearised, x: torch.Tensor, damping: torch.Tensor, problem: 
     system = hess * (keep[:, :, None] * keep[:, None, :])
     torch.diagonal(system, dim1=1, dim2=2).add_(scale * keep + held.to(x.dtype))
     rhs = -grad * keep
-    # The system is positive definite: Cholesky is ~1.5-2x faster than an LU solve here. A
-    # failed factorisation gives a non-finite trial, which is rejected (damping grows).
-    factor, _ = torch.linalg.cholesky_ex(system)
+    # The system is positive definite (damping > 0): Cholesky is ~1.5-2x faster than an LU
+    # solve here. Should a factorisation still fail (round-off), that frame takes the step the
+    # damping tends to, rhs / diagonal, instead of a garbage one (no host sync needed).
+    factor, info = torch.linalg.cholesky_ex(system)
     step = torch.cholesky_solve(rhs.unsqueeze(-1), factor).squeeze(-1)
+    fallback = rhs / torch.diagonal(system, dim1=1, dim2=2)
+    step = torch.where((info == 0).unsqueeze(1), step, fallback)
     return torch.clamp(x + step, problem.lower, problem.upper)
 
 
