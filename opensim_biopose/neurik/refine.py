@@ -803,13 +803,12 @@ def refine(
             sweeps_s = lap()
             q, iterations, converged = solved.q, solved.iterations, solved.converged
             total, rms, mx, q_full = marker_errors(sk, q, markers_t, weights_t)
-            r = _residual(sk, q, problem)[:, 0]
     finally:
         torch.set_num_threads(threads)
     stages = RefineStages(setup_s, solve_s, solve_passes, sweeps_s, *sweeps, report_s=lap())
     return RefineResult(
         q=q_full.detach(), marker_sq_error_total=total, marker_rms=rms, marker_max=mx,
-        iterations=iterations, converged=converged, objective=(r * r).sum(dim=1), stages=stages,
+        iterations=iterations, converged=converged, objective=solved.cost, stages=stages,  # cost at q
     )
 
 
