@@ -362,9 +362,11 @@ class _Linearised:
     def take(self, rows: torch.Tensor) -> _Linearised:
         return _Linearised(self.cost[rows], self.gradient[rows], self.hessian[rows])
 
-    def put(self, rows: torch.Tensor, other: _Linearised, keep: torch.Tensor) -> None:
-        """Overwrite ``rows`` with the rows ``keep`` (bool) of ``other``."""
-        self.cost[rows], self.gradient[rows], self.hessian[rows] = other.cost[keep], other.gradient[keep], other.hessian[keep]
+    def where(self, pick: torch.Tensor, other: _Linearised) -> _Linearised:
+        """Rows of ``other`` where ``pick`` (B,) bool, else of ``self``."""
+        return _Linearised(torch.where(pick, other.cost, self.cost),
+                           torch.where(pick.unsqueeze(1), other.gradient, self.gradient),
+                           torch.where(pick.view(-1, 1, 1), other.hessian, self.hessian))
 
 
 def _from_residuals(r: torch.Tensor, jac_t: torch.Tensor) -> _Linearised:
@@ -557,37 +559,41 @@ def _solve_chunk(sk: SkeletonLike, q0: torch.Tensor, problem: _Problem, config: 
     (within ``config.same_minimum``, see :func:`_temporal_sweeps`)."""
     linearise = LINEARISERS[config.jacobian]
     b = q0.shape[0]
-    q_base = q0.clone()
     x = torch.clamp(q0[:, problem.free], problem.lower, problem.upper)
-    iterations = torch.zeros(b, dtype=torch.long)
+    cost = torch.zeros(b, dtype=torch.float64)
+    iterations = torch.full((b,), config.max_iters, dtype=torch.long)
     converged = torch.zeros(b, dtype=torch.bool)
+    # State of the frames still iterating, compact (all of them take a step per iteration):
+    # rows, their x, normal equations, damping, base pose, problem and reference.
+    rows, x_a, q_a, sub, ref = torch.arange(b), x.clone(), q0, problem, reference
+    lin = linearise(sk, q_a, x_a, sub, config.fd_step)
     damping = torch.full((b,), config.initial_damping, dtype=torch.float64)
-    lin = linearise(sk, q_base, x, problem, config.fd_step)
     passes = 1
-    active = torch.arange(b)
-    sub, q_sub, ref = problem, q_base, reference
-    for _ in range(config.max_iters):
-        trial = _lm_step(lin.take(active), x[active], damping[active], sub)
-        lin_t = linearise(sk, q_sub, trial, sub, config.fd_step)
+    for it in range(config.max_iters):
+        trial = _lm_step(lin, x_a, damping, sub)
+        lin_t = linearise(sk, q_a, trial, sub, config.fd_step)
         passes += 1
-        accept = lin_t.cost <= lin.cost[active]
-        step = (trial - x[active]).abs().amax(dim=1)
-        acc_rows = active[accept]
-        x[acc_rows] = trial[accept]
-        lin.put(acc_rows, lin_t, accept)
-        damping[active] = torch.where(accept, damping[active] * config.damping_down, damping[active] * config.damping_up)
-        iterations[active] += 1
-        done = (accept & (step < config.tol)) | (damping[active] > config.max_damping)
+        accept = lin_t.cost <= lin.cost
+        step = (trial - x_a).abs().amax(dim=1)
+        x_a = torch.where(accept.unsqueeze(1), trial, x_a)
+        lin = lin.where(accept, lin_t)
+        damping = damping * torch.where(accept, config.damping_down, config.damping_up)
+        done = (accept & (step < config.tol)) | (damping > config.max_damping)
         if ref is not None:  # NaN references compare False
             done |= accept & ((trial - ref).abs().amax(dim=1) < config.same_minimum)
-        converged[active] |= done
-        if bool(done.any()):  # the batch shrinks only when a frame has finished
-            active = active[~done]
-            if active.numel() == 0:
+        if bool(done.any()):  # finished frames leave the batch
+            finished = rows[done]
+            x[finished], cost[finished] = x_a[done], lin.cost[done]
+            iterations[finished], converged[finished] = it + 1, True
+            keep = ~done
+            rows, x_a, lin, damping = rows[keep], x_a[keep], lin.take(keep), damping[keep]
+            if rows.numel() == 0:
                 break
-            sub, q_sub = problem.take(active), q_base[active]
-            ref = None if reference is None else reference[active]
-    return _Solved(_with_free(q_base, problem.free, x), iterations, converged, lin.cost, passes)
+            q_a, sub = q0[rows], problem.take(rows)
+            ref = None if reference is None else reference[rows]
+    if rows.numel():  # out of iterations
+        x[rows], cost[rows] = x_a, lin.cost
+    return _Solved(_with_free(q0, problem.free, x), iterations, converged, cost, passes)
 
 
 def _solve(sk: SkeletonLike, q0: torch.Tensor, problem: _Problem, config: RefineConfig,
