@@ -176,15 +176,17 @@ def test_normal_equations_equal_the_jacobian_products(name: str) -> None:
     m = len(sk.marker_names)
     free = torch.nonzero(~sk.coordinate_locked & ~sk.coordinate_dependent).flatten()
     scales = 0.8 + 0.4 * torch.rand(5, len(sk.body_names), 3, generator=gen, dtype=torch.float64)
-    for kwargs in ({}, {"scales": scales}):
+    # free columns: entries map onto columns directly (plus a coupled coordinate's extra
+    # entries); all columns (dependent ones too, zero): the general scatter into columns
+    for kwargs, columns in (({}, free), ({"scales": scales}, free), ({}, None)):
         targets = sk.forward(q, **kwargs).markers + 0.03 * torch.randn(5, m, 3, generator=gen, dtype=torch.float64)
         weights = torch.rand(5, m, generator=gen, dtype=torch.float64)
         weights[0, : m // 2] = 0.0
-        out = sk.normal_equations(q, targets, weights, columns=free, with_coordinate_jacobian=True, **kwargs)
-        jac = sk.jacobians(q, columns=free, **kwargs)
+        out = sk.normal_equations(q, targets, weights, columns=columns, with_coordinate_jacobian=True, **kwargs)
+        jac = sk.jacobians(q, columns=columns, **kwargs)
         cost, gradient, hessian = dense_normal_equations(jac, targets, weights)
         assert torch.equal(out.coordinate_jacobian, jac.coordinate_jacobian)
-        assert sk.normal_equations(q, targets, weights, columns=free, **kwargs).coordinate_jacobian is None
+        assert sk.normal_equations(q, targets, weights, columns=columns, **kwargs).coordinate_jacobian is None
         assert torch.allclose(out.cost, cost, rtol=1e-12, atol=0)
         assert_close(out.gradient, gradient)
         assert_close(out.hessian, hessian)

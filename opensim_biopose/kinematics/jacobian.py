@@ -81,6 +81,11 @@ class ColumnPlan:
     moving: Tensor  # (A',) long: the axes (Jacobian order) whose coordinate moves a column
     entry: Tensor  # (A',) long: the entry of each of them
     entry_column: Tensor  # (E,) long: the column each entry moves
+    # True when entry f < F moves column f (every column has an entry): the first F entries
+    # are the columns, the other E - F add into theirs; ``extra_pairs`` (E - F)^2 flat indices
+    # (row * F + column) of the extra-extra block.
+    direct: bool
+    extra_pairs: Tensor
     entry_joint: Tensor  # (E,) long: row of each entry's joint in ``below``
     below: Tensor  # (J', M) float: JacobianLayout.below of the entries' joints
     above: Tensor  # (E, E) float: JacobianLayout.above of the entries (by their first axes)
@@ -112,9 +117,22 @@ def column_plan(layout: JacobianLayout, columns: Tensor) -> ColumnPlan:
         if key not in entry_of:
             entry_of[key] = len(first_axis)
             first_axis.append(a)
+    # Entries in column order first, one per column where every column has one ("direct"):
+    # then the normal equations of the columns are those of the first F entries, plus the
+    # few extra entries (a coupled coordinate's other joints) added in.
+    keys = list(entry_of)
+    primary = {}
+    for key in keys:
+        primary.setdefault(key[1], key)
+    direct = len(primary) == width
+    if direct:
+        order = [primary[f] for f in range(width)] + [k for k in keys if primary[k[1]] != k]
+        entry_of = {key: i for i, key in enumerate(order)}
+        first_axis = [first_axis[keys.index(key)] for key in order]
     entry = torch.tensor([entry_of[k] for k in zip(axis_joint[moving].tolist(), axis_column[moving].tolist())],
                          dtype=torch.long)
     leads = torch.tensor(first_axis, dtype=torch.long)
+    extra = axis_column[leads][width:] if direct else torch.zeros(0, dtype=torch.long)
     joints, entry_joint = torch.unique(axis_joint[leads], return_inverse=True)
     joint_lead = torch.tensor([first_axis[int(torch.nonzero(entry_joint == j)[0])] for j in range(joints.numel())],
                               dtype=torch.long)
@@ -126,7 +144,7 @@ def column_plan(layout: JacobianLayout, columns: Tensor) -> ColumnPlan:
         coordinate=layout.pair_coordinate[pairs], first=torch.nonzero(first).flatten(),
         repeat=torch.nonzero(~first).flatten(), first_target=target[first], repeat_target=target[~first],
         coordinate_column=coordinate_column, selection=selection, moving=moving, entry=entry,
-        entry_column=axis_column[leads],
+        entry_column=axis_column[leads], direct=direct, extra_pairs=(extra[:, None] * width + extra).flatten(),
         entry_joint=entry_joint, below=layout.below[joint_lead], above=layout.above[leads][:, leads], width=width,
     )
 
@@ -290,6 +308,26 @@ def _moments(markers: Tensor, targets: Tensor, weights: Tensor) -> tuple[Tensor,
     return torch.cat([w, wx, outer.flatten(1, 2), cross, we], 1), (we * e).sum((0, 1))
 
 
+def _into_columns(plan: ColumnPlan, hess_axes: Tensor, grad_axes: Tensor) -> tuple[Tensor, Tensor]:
+    """Entry normal equations (B, E, E), (E, B) -> column ones (B, F, F), (B, F): entries of
+    one column add up (a coupled coordinate's entries on several joints)."""
+    column, f = plan.entry_column, plan.width
+    batch, entries = hess_axes.shape[0], hess_axes.shape[1]
+    if not plan.direct:
+        hessian = hess_axes.new_zeros(batch, f, entries).index_add_(1, column, hess_axes)
+        hessian = hessian.new_zeros(batch, f, f).index_add_(2, column, hessian)
+        return hessian, grad_axes.new_zeros(f, batch).index_add_(0, column, grad_axes).t()
+    if entries == f:
+        return hess_axes, grad_axes.t()
+    extra = column[f:]
+    hessian = hess_axes[:, :f, :f].clone()
+    hessian.index_add_(1, extra, hess_axes[:, f:, :f])
+    hessian.index_add_(2, extra, hess_axes[:, :f, f:])
+    hessian.view(batch, -1).index_add_(1, plan.extra_pairs, hess_axes[:, f:, f:].reshape(batch, -1))
+    gradient = grad_axes[:f].index_add(0, extra, grad_axes[f:])
+    return hessian, gradient.t()
+
+
 @dataclass(frozen=True)
 class NormalEquations:
     """Gauss-Newton normal equations of ``f = sum_m w_m ||x_m(q) - target_m||^2`` (batch first).
@@ -331,12 +369,8 @@ def normal_equations(
     beta = x_cross[0] + w * v
     z = torch.cat([u, v], 1).permute(2, 0, 1).contiguous()  # (B, E, 6); bmm copies strided batches one by one
     y = torch.cat([alpha, beta], 1).permute(2, 1, 0).contiguous()  # (B, 6, E)
-    half = torch.bmm(z, y) * plan.above  # pairs (a above or beside b) once, the diagonal halved
+    half = torch.bmm(z, y).mul_(plan.above)  # pairs (a above or beside b) once, the diagonal halved
     hess_axes = half + half.transpose(1, 2)  # (B, E, E) symmetric
-    # Entries into columns (a coupled coordinate's entries add into its root's column).
-    column, f = plan.entry_column, plan.width
-    hessian = hess_axes.new_zeros(batch, f, entries).index_add_(1, column, hess_axes)
-    hessian = hessian.new_zeros(batch, f, f).index_add_(2, column, hessian)
     grad_axes = (u * xe - v * we).sum(1)  # (E, B)
-    gradient = grad_axes.new_zeros(f, batch).index_add_(0, column, grad_axes).t()
+    hessian, gradient = _into_columns(plan, hess_axes, grad_axes)
     return NormalEquations(cost=cost, gradient=gradient, hessian=hessian)
