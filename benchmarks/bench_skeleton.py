@@ -19,7 +19,9 @@ forward pass over (colour groups + 1) poses per frame, as neurik.refine builds t
 large and a small batch, and the refinement itself on the lab trials (gait2354_walk1,
 rajagopal_walk, from the default pose, no coordinate tasks) with either Jacobian, repeats
 interleaved so both see the same machine load; medians and the ratio analytic / finite
-differences (> 1: the analytic Jacobian is faster).
+differences (> 1: the analytic Jacobian is faster). The Jacobian rows also give the speed of
+the Gauss-Newton normal equations formed without a Jacobian (Skeleton.normal_equations), which
+refine uses by default ("analytic" in RefineConfig; "analytic_jacobian" is the Jacobian route).
 """
 from __future__ import annotations
 
@@ -38,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from opensim_biopose.kinematics import Skeleton  # noqa: E402
-from opensim_biopose.neurik.refine import JACOBIANS, RefineConfig, _build_problem, refine  # noqa: E402
+from opensim_biopose.neurik.refine import JACOBIANS, LINEARISERS, RefineConfig, _build_problem, refine  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data" / "opensim"
 MODELS = {
@@ -161,12 +163,14 @@ def bench_jacobian(name: str, path: Path, repeats: int) -> None:
         problem = _build_problem(sk, markers, weights, None)
         x = q[:, problem.free]
         fns = {kind: (lambda kind=kind: JACOBIANS[kind](sk, q, x, problem, 1e-7)) for kind in ("analytic", "finite_difference")}
+        fns["normal"] = lambda: LINEARISERS["analytic"](sk, q, x, problem, 1e-7)
         with torch.no_grad():
             median = interleaved(fns, repeats)
         groups = int(problem.group_of.max()) + 1
         print(f"  {name}, batch {batch:4d}: analytic {batch / median['analytic']:9.0f} frames/s, finite differences "
               f"({groups + 1} poses/frame) {batch / median['finite_difference']:9.0f} frames/s, "
-              f"ratio {median['finite_difference'] / median['analytic']:5.2f}x")
+              f"ratio {median['finite_difference'] / median['analytic']:5.2f}x; normal equations from marker moments "
+              f"(what refine uses) {batch / median['normal']:9.0f} frames/s")
 
 
 TRIALS = {"gait2354_walk1": "subject01_Setup_IK.xml", "rajagopal_walk": "ik_setup_walk.xml"}
