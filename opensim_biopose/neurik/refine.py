@@ -517,8 +517,11 @@ def _free_and_bounds(sk: SkeletonLike) -> tuple[torch.Tensor, torch.Tensor, torc
 
 
 def _build_problem(
-    sk: SkeletonLike, markers: torch.Tensor, weights: torch.Tensor, targets: CoordinateTargets | None
+    sk: SkeletonLike, markers: torch.Tensor, weights: torch.Tensor, targets: CoordinateTargets | None,
+    probe: bool = True,
 ) -> _Problem:
+    """The chunk-independent problem; ``probe``: also the residual's sparsity structure, which
+    only the finite-difference Jacobian reads (it costs a forward pass of ~3 (F + 1) poses)."""
     t = markers.shape[0]
     present = ~torch.isnan(markers).any(dim=-1)
     sqrt_w = torch.sqrt(weights.clamp_min(0.0))[None].expand(t, -1) * present
@@ -530,14 +533,17 @@ def _build_problem(
     else:
         k_index, k_w = targets.index, torch.sqrt(targets.weights)
         k_values = targets.values.expand(t, -1) if targets.values.ndim == 1 else targets.values
-    structure = _probe_structure(sk, free, k_index)
     clean = torch.nan_to_num(markers, nan=0.0)
-    return _Problem(
+    problem = _Problem(
         markers=clean, sqrt_w=sqrt_w, weights=sqrt_w * sqrt_w, task_index=k_index,
         task_sqrt_w=k_w, task_values=k_values, free=free, lower=lower, upper=upper,
-        group_of=_colour_columns(structure.pattern, structure.constant), pattern=structure.pattern,
-        slopes=structure.slopes, targets=sk.marker_targets(clean, sqrt_w * sqrt_w),
+        targets=sk.marker_targets(clean, sqrt_w * sqrt_w),
     )
+    if not probe:
+        return problem
+    structure = _probe_structure(sk, free, k_index)
+    return dataclasses.replace(problem, group_of=_colour_columns(structure.pattern, structure.constant),
+                               pattern=structure.pattern, slopes=structure.slopes)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -800,7 +806,8 @@ def refine(
         if config.threads is not None:
             torch.set_num_threads(config.threads)
         with torch.no_grad():
-            problem = _build_problem(sk, markers_t, weights_t, coordinate_tasks)
+            problem = _build_problem(sk, markers_t, weights_t, coordinate_tasks,
+                                     probe=config.jacobian == "finite_difference")
             setup_s = lap()
             solved = _solve(sk, q0_t, problem, config)
             solve_s, solve_passes = lap(), solved.passes
