@@ -386,13 +386,14 @@ def _linearise_moments(
     if problem.task_index.numel() == 0:
         return _Linearised(out.cost, out.gradient, out.hessian)
     task_res = (out.q_full[:, problem.task_index] - problem.task_values) * problem.task_sqrt_w  # (B, K)
+    cost = out.cost + (task_res * task_res).sum(dim=1)
+    if out.coordinate_jacobian.stride(0) == 0:  # no couplers: one (K, F) matrix for all frames
+        task_jac = out.coordinate_jacobian[0, problem.task_index] * problem.task_sqrt_w[:, None]
+        return _Linearised(cost, out.gradient + task_res @ task_jac, out.hessian + task_jac.t() @ task_jac)
     task_jac = out.coordinate_jacobian[:, problem.task_index] * problem.task_sqrt_w[:, None]  # (B, K, F)
     jac_t = task_jac.transpose(1, 2)
-    return _Linearised(
-        out.cost + (task_res * task_res).sum(dim=1),
-        out.gradient + torch.bmm(jac_t, task_res.unsqueeze(-1)).squeeze(-1),
-        out.hessian + torch.bmm(jac_t, task_jac),
-    )
+    return _Linearised(cost, out.gradient + torch.bmm(jac_t, task_res.unsqueeze(-1)).squeeze(-1),
+                       out.hessian + torch.bmm(jac_t, task_jac))
 
 
 def _through_jacobian(kind: str) -> Callable[..., _Linearised]:
