@@ -25,21 +25,26 @@ def rotation_factor_matrices(axis: Tensor) -> Tensor:
 
 
 def matmul33(a: Tensor, b: Tensor) -> Tensor:
-    """Batch-last 3x3 products: a, b (..., 3, 3, B) -> (..., 3, 3, B)."""
+    """Batch-last 3x3 products: a, b (..., 3, 3, B) -> (..., 3, 3, B).
+
+    Fused multiply-adds (addcmul): one operator per term, which is what counts at lab batch
+    sizes, where each operator's fixed cost exceeds its arithmetic."""
     out = a[..., :, 0:1, :] * b[..., 0:1, :, :]
-    out = out + a[..., :, 1:2, :] * b[..., 1:2, :, :]
-    return out + a[..., :, 2:3, :] * b[..., 2:3, :, :]
+    out = torch.addcmul(out, a[..., :, 1:2, :], b[..., 1:2, :, :])
+    return torch.addcmul(out, a[..., :, 2:3, :], b[..., 2:3, :, :])
 
 
 def matvec3(r: Tensor, v: Tensor) -> Tensor:
     """Batch-last rotation of points: r (..., 3, 3, B), v (..., 3, B or 1) -> (..., 3, B)."""
-    return r[..., :, 0, :] * v[..., 0:1, :] + r[..., :, 1, :] * v[..., 1:2, :] + r[..., :, 2, :] * v[..., 2:3, :]
+    out = r[..., :, 0, :] * v[..., 0:1, :]
+    out = torch.addcmul(out, r[..., :, 1, :], v[..., 1:2, :])
+    return torch.addcmul(out, r[..., :, 2, :], v[..., 2:3, :])
 
 
 def compose_rigid(parent: Tensor, local: Tensor) -> Tensor:
     """Batch-last [R | p] (..., 3, 4, B) times [r | t] (..., 3, 4, B) -> [R r | R t + p]."""
     out = parent[..., :, 0:1, :] * local[..., 0:1, :, :]
-    out = out + parent[..., :, 1:2, :] * local[..., 1:2, :, :]
-    out = out + parent[..., :, 2:3, :] * local[..., 2:3, :, :]
+    out = torch.addcmul(out, parent[..., :, 1:2, :], local[..., 1:2, :, :])
+    out = torch.addcmul(out, parent[..., :, 2:3, :], local[..., 2:3, :, :])
     out[..., :, 3, :] += parent[..., :, 3, :]
     return out

@@ -45,7 +45,7 @@ def group_rotations(group: RotationGroup, values: Tensor) -> Tensor:
     for i in range(group.rows.shape[0]):
         angle = values[group.rows[i]].unsqueeze(1).unsqueeze(1)  # (Jk, 1, 1, B)
         m = group.matrices[i].unsqueeze(-1)  # (3, Jk, 3, 3, 1)
-        factor = m[0] + torch.cos(angle) * m[1] + torch.sin(angle) * m[2]
+        factor = torch.addcmul(torch.addcmul(m[0], torch.cos(angle), m[1]), torch.sin(angle), m[2])
         result = factor if result is None else matmul33(result, factor)
     assert result is not None
     return result
@@ -64,7 +64,7 @@ def group_rotations_and_axes(group: RotationGroup, values: Tensor) -> tuple[Tens
             axes.append(matvec3(result, group.axes[i].unsqueeze(-1)))
         angle = values[group.rows[i]].unsqueeze(1).unsqueeze(1)  # (Jk, 1, 1, B)
         m = group.matrices[i].unsqueeze(-1)  # (3, Jk, 3, 3, 1)
-        factor = m[0] + torch.cos(angle) * m[1] + torch.sin(angle) * m[2]
+        factor = torch.addcmul(torch.addcmul(m[0], torch.cos(angle), m[1]), torch.sin(angle), m[2])
         result = factor if result is None else matmul33(result, factor)
     assert result is not None
     return result, torch.stack(axes)
