@@ -242,7 +242,8 @@ def cross3(a: Tensor, b: Tensor, dim: int) -> Tensor:
     several times faster on CPU than torch.linalg.cross on batch-last layouts."""
     a0, a1, a2 = a.unbind(dim)
     b0, b1, b2 = b.unbind(dim)
-    return torch.stack([a1 * b2 - a2 * b1, a2 * b0 - a0 * b2, a0 * b1 - a1 * b0], dim)
+    return torch.stack([torch.addcmul(a1 * b2, a2, b1, value=-1.0), torch.addcmul(a2 * b0, a0, b2, value=-1.0),
+                        torch.addcmul(a0 * b1, a1, b0, value=-1.0)], dim)
 
 
 def chain_slopes(stages: Sequence, q_t: Tensor) -> Tensor:
