@@ -61,8 +61,9 @@ class RefineConfig:
     # A frame whose damping exceeds this cannot improve any more: it has converged to a
     # (possibly bound-constrained) minimum within floating-point resolution.
     max_damping: float = 1e10
-    # Frames per batch: bounds memory (the Jacobian holds frames x 3M x F doubles, ~17 MB for
-    # 512 frames of Rajagopal2016; finite differences pass frames x (groups + 1) poses).
+    # Frames per batch: bounds memory (the default normal equations hold frames x F x F
+    # doubles, ~3.5 MB for 512 frames of Rajagopal2016; the "analytic_jacobian" route holds
+    # frames x 3M x F, ~17 MB; finite differences pass frames x (groups + 1) poses).
     chunk_frames: int = 512
     # How the normal equations are obtained; see LINEARISERS. "analytic" (Skeleton.normal_equations,
     # exact, one pass, no Jacobian formed) is the fastest; "analytic_jacobian" (Skeleton.jacobians
