@@ -132,6 +132,10 @@ def test_refine_config_selects_the_jacobian_and_all_agree() -> None:
     assert torch.rad2deg((a.q - b.q).abs()).max() < 1e-3
     assert torch.rad2deg((a.q - c.q).abs()).max() < 1e-3
     assert torch.rad2deg((d.q - c.q).abs()).max() < 1e-6  # the same normal equations, formed two ways
+    # Stage accounting: without sweeps, one batched pass per iteration of the slowest frame + 1.
+    e = refine(sk, trial.xyz, trial.weights, q0, config=RefineConfig(temporal_sweeps=0))
+    assert e.stages.solve_passes == int(e.iterations.max()) + 1
+    assert e.stages.sweep_rounds == e.stages.sweep_passes == 0 and e.stages.solve_s > 0
 
 
 def test_analytic_residual_jacobian_equals_forward_ad_with_coupled_tasks() -> None:
