@@ -236,12 +236,14 @@ def _root_residual(sk, q: Tensor, layout: ModelLayout, target: RootPose) -> Tens
     return torch.cat([dr, dp], -1)                                   # (B, 12)
 
 
-# Largest root-coordinate step (rad / m) at which the root solve stops: the pose is then exact
-# to ~1e-20, far below the network's own error (degrees).
-_ROOT_STEP_TOL = 1e-10
+# Largest root-coordinate step (rad / m) at which the root solve stops. Gauss-Newton converges
+# quadratically here (the target pose is reachable), so after a step below 1e-6 the remaining
+# error is ~1e-12, far below the network's own error (degrees).
+_ROOT_STEP_TOL = 1e-6
 
 
-def _gauss_newton(sk, q: Tensor, layout: ModelLayout, target: RootPose, iters: int) -> tuple[Tensor, Tensor]:
+def _gauss_newton(sk, q: Tensor, layout: ModelLayout, target: RootPose, iters: int,
+                  with_cost: bool = True) -> tuple[Tensor, Tensor | None]:
     root = layout.root
     k, (b, n) = root.numel(), q.shape
     eps = 1e-6
@@ -261,6 +263,8 @@ def _gauss_newton(sk, q: Tensor, layout: ModelLayout, target: RootPose, iters: i
         q[:, root] += step.clamp(-1.0, 1.0)
         if float(step.abs().max()) < _ROOT_STEP_TOL:  # converges quadratically: 3-5 steps
             break
+    if not with_cost:
+        return q, None
     r = _root_residual(sk, q, layout, target)
     return q, (r * r).sum(-1)
 
@@ -309,6 +313,6 @@ def solve_root_coordinates(sk, q: Tensor, layout: ModelLayout, target: RootPose,
             q1, cost = _gauss_newton(sk, qs.reshape(s * b, -1), layout, rep, iters=2)
             best = cost.reshape(s, b).argmin(0)
             q0 = q1.reshape(s, b, -1)[best, torch.arange(b)]
-        q2, _ = _gauss_newton(sk, q0, layout, target, iters=iters)
+        q2, _ = _gauss_newton(sk, q0, layout, target, iters=iters, with_cost=False)
         q2[:, rot] = _wrap(q2[:, rot])
         return q2
