@@ -221,7 +221,6 @@ class NeurIK:
                                                   RootPose(rot[i:i + _ROOT_CHUNK], pos[i:i + _ROOT_CHUNK]))
                            for i in range(0, q.shape[0], _ROOT_CHUNK)])
         q = _interpolate_empty(q.double(), empty, times)
-        with torch.no_grad():
-            sc = scales.to(sk_dtype).expand(q.shape[0], -1, -1) if scales is not None else None
-            q_full = self.sk.forward(q.to(sk_dtype), scales=sc).q_full.double()
+        with torch.no_grad():  # dependent coordinates follow their couplers (scaling does not change them)
+            q_full = self.sk.fill_dependent(q.to(sk_dtype)).double()
         return NeurIKResult(q_full, tuple(self.sk.coordinate_names), times, scales, used, empty)
