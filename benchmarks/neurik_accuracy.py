@@ -43,7 +43,8 @@ def main() -> int:
         per = ", ".join(f"{k} {v:.2f}" for k, v in acc.per_dof_deg.items())
         print(f"{trial}: mean {acc.mean_deg:.3f} deg over {len(acc.per_dof_deg)} DoFs, {acc.frames} frames, "
               f"solve {acc.solve_seconds:.2f} s; checkpoint {path.stat().st_size / 1e6:.1f} MB, "
-              f"{nk.meta.steps} steps, {nk.meta.train_seconds / 60:.1f} min training")
+              f"{nk.meta.steps} steps, {nk.meta.train_seconds / 60:.1f} min training, "
+              f"target {nk.meta.synth.get('target', 'fk')}, window {nk.meta.config.window}")
         print(f"  per DoF (deg): {per}")
     return 0
 

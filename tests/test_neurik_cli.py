@@ -26,6 +26,9 @@ def test_two_steps_from_an_ik_setup(tmp_path, capsys):
     assert meta.steps == 2 and "R.ASIS" in meta.marker_names and "R.Bicep" not in meta.marker_names  # not an IK task
     weights = dict(zip(meta.marker_names, meta.marker_weights))
     assert weights["R.ASIS"] == 10.0
+    # A subject-scaled lab model: OpenSim IK's answer as the target, per-frame network, no scale factors.
+    assert meta.synth["target"] == "ik" and meta.config.predict_scales is False
+    assert meta.config.window == 1 and meta.config.temporal_layers == 0
     # Existing output without --resume is refused; with --resume it continues.
     assert main(["train-neurik", "--model", str(model), "--setup", str(setup), "--out", str(out), "--steps", "2"]) == 2
     assert "--resume" in capsys.readouterr().err

@@ -66,6 +66,20 @@ def test_wide_coverage_includes_lumbar_extension_of_minus_18_degrees(raj_sk):
     assert knee.max() > 90.0 and knee.min() < 10.0
 
 
+def test_lab_preset_gait_covers_each_lab_subjects_trunk_lean(gait_sk):
+    import dataclasses
+
+    from opensim_biopose.neurik.synth import SUBJECT_SCALED
+
+    layout = build_layout(gait_sk, list(gait_sk.marker_names))
+    cfg = dataclasses.replace(SUBJECT_SCALED, pattern_weights=(("gait", 1.0),))
+    batch = SyntheticMotion(gait_sk, layout, cfg).sample(256, torch.Generator().manual_seed(0))
+    lumbar = batch.q[..., gait_sk.coordinate_index("lumbar_extension")].flatten() * 180 / math.pi
+    for lean in (-19.0, -10.0, 0.0):       # gait2354 lab subject, Rajagopal lab subject, upright
+        near = ((lumbar - lean).abs() < 3.0).float().mean().item()
+        assert near > 0.05, f"only {near:.1%} of gait frames within 3 deg of {lean} deg lumbar extension"
+
+
 def test_clean_markers_are_rigid_motion_of_forward_kinematics(gait_sk):
     layout, batch = _batch(gait_sk, b=4, global_scale=0.0, body_scale=0.0, axis_scale=0.0)
     q = batch.q.reshape(-1, gait_sk.num_coordinates)

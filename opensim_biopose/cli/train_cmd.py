@@ -23,7 +23,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=None, help="windows per step")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     parser.add_argument("--subject-scaled", action="store_true",
-                        help="lab markers on a model already scaled to the subject: small scale changes, lab-level noise")
+                        help="lab markers on a model already scaled to the subject: small scale changes, lab-level "
+                             "noise, a per-frame network taught OpenSim IK's answer (see neurik.train.LAB_IK)")
+    parser.add_argument("--target", choices=("fk", "ik"), default=None,
+                        help="what the network learns to answer: 'ik' = OpenSim IK's answer to the markers on this "
+                             "model (default with --subject-scaled), 'fk' = the generating pose and scale factors")
     parser.add_argument("--resume", action="store_true", help="continue an existing --out checkpoint")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -53,6 +57,16 @@ def setup_marker_weights(path: str) -> dict[str, float]:
     return weights
 
 
+def _coordinate_tasks(setup: str, sk):
+    """The setup's applied coordinate tasks with constant targets (``from_file`` ones are skipped:
+    training has no coordinate file to read them from)."""
+    from opensim_biopose.io.ik_setup import read_coordinate_tasks
+    from opensim_biopose.neurik.refine import coordinate_targets
+
+    tasks = [t for t in read_coordinate_tasks(setup) if t.apply and t.value_type != "from_file"]
+    return coordinate_targets(sk, tasks)
+
+
 def _markers(args: argparse.Namespace, sk) -> tuple[list[str], list[float]]:
     if args.setup:
         weights = setup_marker_weights(args.setup)
@@ -71,8 +85,8 @@ def run(args: argparse.Namespace) -> int:
     import dataclasses
 
     from opensim_biopose.kinematics import Skeleton
-    from opensim_biopose.neurik import SynthConfig, TrainConfig, train_neurik
-    from opensim_biopose.neurik.synth import SUBJECT_SCALED
+    from opensim_biopose.neurik import TrainConfig, train_neurik
+    from opensim_biopose.neurik.train import LAB_IK
 
     out = Path(args.out)
     if out.exists() and not args.resume:
@@ -86,9 +100,13 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("no markers with a positive weight to train on; check --setup / --markers")
     overrides = {k: v for k, v in (("steps", args.steps), ("minutes", args.minutes), ("batch", args.batch),
                                    ("threads", args.threads)) if v is not None}
-    synth = SUBJECT_SCALED if args.subject_scaled else SynthConfig()
-    cfg = dataclasses.replace(TrainConfig(seed=args.seed, synth=synth), **overrides)
-    report = train_neurik(sk, names, weights, None, cfg, out, resume=args.resume, progress=not args.no_progress)
+    # A subject-scaled lab model is judged against OpenSim IK on that model: learn IK's answer
+    # (train.LAB_IK says why and how).
+    base = LAB_IK if args.subject_scaled else TrainConfig()
+    cfg = dataclasses.replace(base, seed=args.seed, target=args.target or base.target, **overrides)
+    tasks = _coordinate_tasks(args.setup, sk) if args.setup else None
+    report = train_neurik(sk, names, weights, None, cfg, out, resume=args.resume, progress=not args.no_progress,
+                          coordinate_tasks=tasks)
     print(f"train-neurik: {report.steps} steps in {report.seconds / 60:.1f} min, "
           f"synthetic coordinate error {report.coord_error_deg:.2f} deg -> {report.path}")
     return 0

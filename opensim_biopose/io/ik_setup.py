@@ -199,3 +199,16 @@ def read_ik_setup(path: str | os.PathLike[str]) -> IKSetup:
         constraint_weight=_float(tool, "constraint_weight", math.inf, setup),
         report_errors=_bool(tool, "report_errors", True),
     )
+
+
+def read_coordinate_tasks(path: str | os.PathLike[str]) -> tuple[CoordinateTask, ...]:
+    """The ``IKCoordinateTask`` s of an IK setup, without checking its model or marker files
+    (training NeurIK reads only the task set)."""
+    setup = Path(path).resolve()
+    if not setup.is_file():
+        raise InputError(f"IK setup file {setup} does not exist")
+    try:
+        root = ET.parse(setup).getroot()
+    except ET.ParseError as exc:
+        raise InputError(f"IK setup file {setup} is not valid XML: {exc}") from exc
+    return tuple(_coordinate_task(n, setup) for n in root.iter("IKCoordinateTask"))

@@ -76,9 +76,11 @@ class NeurIKNet(nn.Module):
         self.centroid_proj = nn.Linear(3, d)
         self.frame = nn.Sequential(*[_Residual(d) for _ in range(cfg.frame_layers)])
         self.time_embedding = nn.Parameter(torch.zeros(cfg.window, d))
+        # temporal_layers = 0: a per-frame network (each frame answered from its own markers).
         layer = nn.TransformerEncoderLayer(d, cfg.heads, cfg.ff_mult * d, dropout=0.0,
                                            activation="gelu", batch_first=True, norm_first=True)
-        self.temporal = nn.TransformerEncoder(layer, cfg.temporal_layers, enable_nested_tensor=False)
+        self.temporal = (nn.TransformerEncoder(layer, cfg.temporal_layers, enable_nested_tensor=False)
+                         if cfg.temporal_layers else None)
         self.norm = nn.LayerNorm(d)
         self.coord_head = nn.Linear(d, cfg.n_predicted)
         self.root_head = nn.Linear(d, 9) if cfg.predict_root else None
@@ -97,7 +99,8 @@ class NeurIKNet(nn.Module):
         feats = torch.cat([relative, visible.unsqueeze(-1).to(relative.dtype)], -1)    # (B,T,M,4)
         x = torch.einsum("btmc,mcd->btd", feats, self.marker_proj) + self.centroid_proj(centroid)
         x = self.frame(x)
-        x = self.temporal(x + self.time_embedding[: x.shape[1]])
+        if self.temporal is not None:
+            x = self.temporal(x + self.time_embedding[: x.shape[1]])
         x = self.norm(x)
         root = self.root_head(x) if self.root_head is not None else None
         scales = 0.1 * self.scale_head(x.mean(1)).reshape(x.shape[0], -1, 3) if self.scale_head is not None else None

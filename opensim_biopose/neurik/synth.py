@@ -22,6 +22,7 @@ from torch import Tensor
 
 from opensim_biopose.neurik.frames import yaw_matrix
 from opensim_biopose.neurik.layout import ModelLayout, RootPose, body_pose
+from opensim_biopose.neurik.targets import Targets
 
 DEG = math.pi / 180.0
 
@@ -67,14 +68,21 @@ class SynthConfig:
     missing_marker_prob: float = 0.08       # mean share of markers absent for a whole window
     dropout_prob: float = 0.02              # per frame and marker
     missing_frame_prob: float = 0.01        # whole frames without any marker
+    # Per-window offset added to a pattern's coordinate family: uniform over this width (deg);
+    # families not named get 10 deg (+-5).
+    pattern_jitter_deg: tuple[tuple[str, float], ...] = ()
 
 
 # Lab motion capture on a model already scaled to the subject: segment dimensions known to a
 # few percent, optical noise of a millimetre or two, few gaps. Registered markers still sit
 # off the model's (gait2354 lab trial at the OpenSim IK answer: most 2-15 mm, both acromions
 # 60-80 mm), so large offsets stay as frequent as in the default.
+# Subjects lean their trunk differently, and torso marker registration shifts lumbar extension
+# further (gait2354's subject walks at -18..-20 deg, Rajagopal's at -7..-12): the patterns'
+# lumbar extension varies +-20 deg between windows instead of +-5.
 SUBJECT_SCALED = SynthConfig(global_scale=0.03, body_scale=0.03, axis_scale=0.01,
-                             noise_std_range=(0.0005, 0.004), missing_marker_prob=0.03)
+                             noise_std_range=(0.0005, 0.004), missing_marker_prob=0.03,
+                             pattern_jitter_deg=(("lumbar_extension", 40.0),))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -98,6 +106,51 @@ class SynthBatch:
     root: RootPose
     log_scales: Tensor
     dt: Tensor
+
+
+def _rows(batch: SynthBatch, fn: Callable[[Tensor], Tensor]) -> SynthBatch:
+    """Apply ``fn`` to the leading (window) axis of every tensor of ``batch``."""
+    root = RootPose(fn(batch.root.rotation), fn(batch.root.position))
+    return SynthBatch(fn(batch.markers), fn(batch.visible), fn(batch.clean_markers), fn(batch.q), root,
+                      fn(batch.log_scales), fn(batch.dt))
+
+
+class WindowPool:
+    """A replay pool of synthetic windows: costly targets (``"ik"``) are reused for several steps.
+
+    Filled with ``size`` windows up front; each :meth:`draw` replaces the ``refresh`` oldest
+    windows by new ones and returns a random batch. Every window is seen ~``batch / refresh``
+    times over its life, so the target cost per training step falls by that factor while the
+    data keep changing.
+    """
+
+    def __init__(self, synth: SyntheticMotion, size: int, refresh: int, g: torch.Generator,
+                 chunk_frames: int = 1024) -> None:
+        chunk = max(1, chunk_frames // synth.cfg.window)       # windows per sample() call while filling
+        parts = [synth.sample(min(chunk, size - i), g) for i in range(0, size, chunk)]
+        self.data = _concat(parts)
+        self.synth, self.size, self.refresh, self.next = synth, size, min(refresh, size), 0
+
+    def draw(self, b: int, g: torch.Generator) -> SynthBatch:
+        """Refresh the oldest windows, then ``b`` windows drawn at random from the pool."""
+        if self.refresh > 0:
+            fresh = self.synth.sample(self.refresh, g)
+            slots = (self.next + torch.arange(self.refresh)) % self.size
+            for f in ("markers", "visible", "clean_markers", "q", "log_scales", "dt"):
+                getattr(self.data, f)[slots] = getattr(fresh, f)
+            self.data.root.rotation[slots] = fresh.root.rotation
+            self.data.root.position[slots] = fresh.root.position
+            self.next = int(slots[-1] + 1) % self.size
+        idx = torch.randint(self.size, (b,), generator=g)
+        return _rows(self.data, lambda x: x[idx])
+
+
+def _concat(parts: list[SynthBatch]) -> SynthBatch:
+    cat = torch.cat
+    return SynthBatch(cat([p.markers for p in parts]), cat([p.visible for p in parts]),
+                      cat([p.clean_markers for p in parts]), cat([p.q for p in parts]),
+                      RootPose(cat([p.root.rotation for p in parts]), cat([p.root.position for p in parts])),
+                      cat([p.log_scales for p in parts]), cat([p.dt for p in parts]))
 
 
 # ---- coordinate families for the patterns (matched on names; absent ones are skipped) ----
@@ -175,8 +228,16 @@ class SyntheticMotion:
     ``sample(batch, generator)`` is deterministic given the generator's state.
     """
 
-    def __init__(self, sk, layout: ModelLayout, cfg: SynthConfig, marker_weights: Tensor | None = None) -> None:
+    def __init__(self, sk, layout: ModelLayout, cfg: SynthConfig, marker_weights: Tensor | None = None,
+                 retarget: Callable[[Tensor, Tensor, Targets], Targets] | None = None,
+                 held: tuple[Tensor, Tensor] | None = None) -> None:
         self.sk = sk
+        # (index (K,), values (K,)): coordinates drawn at fixed values. An IK setup's coordinate
+        # task (gait2354: subtalar and mtp at 0 with weight 1000) holds them there in OpenSim's
+        # answer; drawn freely instead, IK's answer swings the hip rotation 7-9 deg to compensate.
+        self.held = held
+        # Replaces the generating pose by another training target (see neurik.targets); None keeps it.
+        self.retarget = retarget
         self.layout = layout
         self.cfg = cfg
         self.offset_scale = self._offset_scale(marker_weights, len(layout.marker_names))
@@ -212,6 +273,7 @@ class SyntheticMotion:
             raise ValueError(f"unknown synthetic patterns {sorted(unknown)}; known: {sorted(PATTERNS)}")
         self.pattern_names = names
         self.pattern_probs = torch.tensor([w for _, w in cfg.pattern_weights], dtype=torch.float64)
+        self.jitter_deg = dict(cfg.pattern_jitter_deg)
 
     def _offset_scale(self, weights: Tensor | None, m: int) -> Tensor:
         """(M, 1) factor on each marker's placement offset from its IK weight."""
@@ -249,7 +311,7 @@ class SyntheticMotion:
                 continue
             for j, side in members:
                 deg = fn(phase_of(side), depth)
-                jitter = (torch.rand(b, 1, generator=g) - 0.5) * 10.0
+                jitter = (torch.rand(b, 1, generator=g) - 0.5) * self.jitter_deg.get(fam, 10.0)
                 q[:, :, j] = self.flex_sign[j] * (deg + jitter) * DEG
         return q
 
@@ -302,6 +364,8 @@ class SyntheticMotion:
             if sel.numel():
                 q[sel] = self.coordinates(name, sel.numel(), t[sel], g)
         q = torch.where(self.free, q, lay.default_q.float())
+        if self.held is not None:
+            q[..., self.held[0]] = self.held[1].float()
         q = torch.minimum(torch.maximum(q, lay.lower.float()), lay.upper.float())
         log_scales = self._scales(b, g)
         m_all = len(self.sk.marker_names)
@@ -317,13 +381,18 @@ class SyntheticMotion:
         observed = clean + (rot_m @ offsets.unsqueeze(1).unsqueeze(-1)).squeeze(-1)
         sigma = c.noise_std_range[0] + (c.noise_std_range[1] - c.noise_std_range[0]) * torch.rand(b, 1, 1, 1, generator=g)
         observed = observed + sigma * torch.randn(observed.shape, generator=g)
-        root = body_pose(tf, lay.root_body) if lay.has_root else RootPose(
+        target = Targets(out.q_full.reshape(b, tw, -1).float(), clean, tf, log_scales)
+        visible = None
+        if self.retarget is not None:
+            visible = self._visibility(b, tw, len(lay.marker_names), g)
+            target = self.retarget(observed, visible, target)
+        root = body_pose(target.body_transforms, lay.root_body) if lay.has_root else RootPose(
             torch.eye(3).expand(b, tw, 3, 3), torch.zeros(b, tw, 3))
-        observed, clean, root = self._place(observed, clean, root, t, which, g)
-        visible = self._visibility(b, tw, len(lay.marker_names), g)
+        observed, clean, root = self._place(observed, target.clean_markers, root, t, which, g)
+        if visible is None:
+            visible = self._visibility(b, tw, len(lay.marker_names), g)
         observed = torch.where(visible.unsqueeze(-1), observed, torch.nan)
-        q_full = out.q_full.reshape(b, tw, -1).float()
-        return SynthBatch(observed, visible, clean, q_full, root, log_scales, dt)
+        return SynthBatch(observed, visible, clean, target.q, root, target.log_scales, dt)
 
     @property
     def sk_dtype(self) -> torch.dtype:
