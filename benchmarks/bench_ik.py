@@ -1,14 +1,17 @@
 """IK speed and accuracy: OpenSim's InverseKinematicsTool vs opensim-biopose, in one process.
 
     .venv/bin/python benchmarks/bench_ik.py [--trials gait2354_walk1,rajagopal_walk,synthetic_clean,synthetic_noise10mm]
+                                            [--repeats 5] [--opensim-repeats 2] [--op-classes] [--no-wide-range]
 
 For each trial (from ../shared/data/opensim; skipped with a message when absent) it runs
 OpenSim's InverseKinematicsTool in process (model load excluded, the setup's accuracy) and
 ours — refinement from the default pose, NeurIK unrefined and NeurIK + refinement (NeurIK
 weights: --neurik-weights, else the committed tests/checkpoints/<trial>.safetensors trained for
 that trial's scaled model and setup markers, else shipped/cached ones; NeurIK rows are skipped
-with a message when none fits) — all on one CPU
-thread, and prints frames/s with ratios to OpenSim, the mean absolute difference over
+with a message when none fits) — on one CPU thread like OpenSim (NeurIK + refinement also on
+two), each figure the fastest of repeated runs, and prints frames/s with ratios to OpenSim, a
+per-stage breakdown of NeurIK + refinement (NeurIK, setup, solve passes and time per pass,
+temporal sweeps, report) and, with --op-classes, its time by operator class; the mean absolute difference over
 OpenCap's 12 DoFs against the reference (OpenSim at accuracy 1e-6 for lab trials, the ground
 truth for synthetic ones) and the RMS marker error (ours, and OpenSim's answer through our FK).
 Then it solves a fast, wide-range synthetic motion of the gait2354 subject01 model from the
