@@ -22,17 +22,13 @@ import argparse
 import math
 import time
 
-import numpy as np
 import torch
 
 from opensim_biopose.body.anny_model import AnnyBody
 from opensim_biopose.body.markers import load_marker_set
 from opensim_biopose.detect.layouts import BLAZEPOSE33
-from opensim_biopose.body.rotations import axis_angle_to_matrix
-from opensim_biopose.detect.types import KeypointSequence
-from opensim_biopose.mesh.camera import CAMERA_FROM_GROUND, PinholeCamera, project
 from opensim_biopose.mesh.keypoint_fit import KeypointFit
-from opensim_biopose.mesh.synthetic import make_trial, procrustes_align, vertex_errors
+from opensim_biopose.mesh.synthetic import make_posed_trial, make_trial, procrustes_align, vertex_errors
 from opensim_biopose.render.motions import squat
 
 # name: (gender, age, muscle, weight, height, proportions), heading (deg; 0 = facing the camera)
@@ -66,34 +62,13 @@ def squat_case(fitter: KeypointFit, heading: float, frames: int) -> tuple[float,
     """Procrustes error (m) and (true, fitted) knee and hip flexion (deg) at the deepest frame."""
     body = fitter.body
     times = torch.linspace(0.0, 1.2, frames)                   # half of squat's 2.4 s period: down only
-    pose = squat(body, times).pose
-    camera = PinholeCamera.for_image(1920, 1080, focal_px=1500.0)
-    rot = axis_angle_to_matrix(torch.tensor([0.0, -math.radians(heading), 0.0])) @ torch.tensor(
-        CAMERA_FROM_GROUND) @ body.frame.matrix()
-    names = BLAZEPOSE33.keypoint_names
-    reg = body.keypoint_regressor()
-    cols = [i for i, n in enumerate(names) if n in reg.names]
-    reg = reg.subset(tuple(names[i] for i in cols))
-    feet = [i for i, n in enumerate(reg.names) if n.endswith(("_heel", "_foot_index"))]
-    with torch.no_grad():
-        verts = body(pose, body.neutral_shape[None]).vertices @ rot.T + torch.tensor([0.0, 0.1, 4.5])
-        drop = reg.positions(verts)[:, feet, 1].amax(dim=1)         # camera y points down: keep feet level
-        verts = verts - (drop - drop[0])[:, None, None] * torch.tensor([0.0, 1.0, 0.0])
-        kps = reg.positions(verts)
-        gen = torch.Generator().manual_seed(3)
-        px = project(kps, camera) + 4.0 * torch.randn(kps.shape[:2] + (2,), generator=gen)
-    xy = np.full((frames, len(names), 2), np.nan)
-    xy[:, cols] = px.numpy()
-    conf = np.zeros((frames, len(names)))
-    conf[:, cols] = 0.9
-    seq = KeypointSequence(layout=BLAZEPOSE33, times=times.numpy().astype(np.float64), xy=xy, confidence=conf,
-                           detected=np.ones(frames, dtype=bool), image_size=(1920, 1080), fps=(frames - 1) / 1.2,
-                           focal_length_px=1500.0)
-    fit = fitter.fit(seq)
-    truth = verts @ torch.tensor(fit.ground_from_camera).T + torch.tensor(fit.ground_offset)
+    trial = make_posed_trial(body, BLAZEPOSE33, body.neutral_shape, squat(body, times).pose, times,
+                             heading_deg=heading, seed=3)
+    fit = fitter.fit(trial.keypoints)
+    truth = trial.vertices_camera @ torch.tensor(fit.ground_from_camera).T + torch.tensor(fit.ground_offset)
     err = vertex_errors(torch.tensor(fit.vertices), truth)["procrustes"]
     knee, hip = body.pose_joint_names.index("lowerleg01.L"), body.pose_joint_names.index("upperleg01.L")
-    deg = [math.degrees(float(p[-1, j, 0])) for p in (pose, torch.tensor(fit.pose)) for j in (knee, hip)]
+    deg = [math.degrees(float(p[-1, j, 0])) for p in (trial.pose, torch.tensor(fit.pose)) for j in (knee, hip)]
     return err, deg[0], deg[2], -deg[1], -deg[3]
 
 

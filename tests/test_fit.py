@@ -21,7 +21,7 @@ from opensim_biopose.detect.layouts import BLAZEPOSE33
 from opensim_biopose.detect.types import KeypointLayout
 from opensim_biopose.errors import InputError
 from opensim_biopose.mesh.keypoint_fit import KeypointFit, KeypointFitConfig, interpolation_matrix
-from opensim_biopose.mesh.synthetic import make_trial, procrustes_align, vertex_errors
+from opensim_biopose.mesh.synthetic import ROLES, make_posed_trial, make_trial, procrustes_align, vertex_errors
 from opensim_biopose.plugins import get_registry
 
 NEUTRAL = (0.5, 0.5, 0.5, 0.5, 0.5, 0.5)
@@ -85,6 +85,29 @@ def test_round_trip_anny_2d_then_2d_plus_3d(fitter) -> None:
     q = f2.quality
     assert q.plausible.all() and not q.interpolated.any()
     assert np.nanmean(q.reprojection_px) < 8.0           # 4 px noise per axis -> ~5 px expected
+
+
+def test_deep_squat_bends_knees_and_hips(fitter) -> None:
+    """A squat from standing to its deepest (knees 105 deg, thighs 100 deg to the pelvis), seen in
+    profile, 2D only: the fit follows the flexion to the bottom (a rest-pose start used to stop
+    about half-way, pinned by the floor term) and the mesh stays within the round-trip bound."""
+    import math
+
+    from opensim_biopose.render.motions import squat
+
+    body = fitter.body
+    times = torch.linspace(0.0, 1.2, 8)                           # down only: half a 2.4 s squat
+    trial = make_posed_trial(body, BLAZEPOSE33, torch.tensor(NEUTRAL), squat(body, times).pose, times,
+                             heading_deg=90.0, seed=3)
+    fit = fitter.fit(trial.keypoints)
+    errs, _ = _errors_in_ground(fit, trial, fitter.marker_set)
+    names = body.pose_joint_names
+    for role, sign in (("l_knee", 1.0), ("r_knee", 1.0), ("l_hip", -1.0), ("r_hip", -1.0)):
+        j = names.index(ROLES["anny"][role])
+        true_deg, fit_deg = (sign * math.degrees(float(p[-1, j, 0])) for p in (trial.pose, torch.tensor(fit.pose)))
+        print(f"{role}: true {true_deg:.0f} deg, fitted {fit_deg:.0f} deg")
+        assert abs(fit_deg - true_deg) < 15.0, f"{role} flexion {fit_deg:.0f} deg at the deepest frame, true {true_deg:.0f}"
+    assert errs["procrustes"] <= 0.035, errs
 
 
 # 2D-only Procrustes bound per view: seen from behind, a leg swinging forwards and one swinging

@@ -9,10 +9,11 @@ shape regularisation towards the average body, an upright body, feet on one floo
 camera pitch and roll per video are fitted with them and define OpenSim's vertical. All frames
 are fitted at once (L-BFGS by default) on CPU.
 
-Two stages: (1) rigid — the rest-pose body's keypoints are turned and moved to match each
-frame, from several initial headings (cheap: no mesh evaluation), the best heading is kept;
-(2) full — pose, shape, orientation, translation and camera tilt together, through the mesh
-(only the ~1k vertices the keypoints read are skinned).
+Two stages: (1) rigid — template bodies (the rest pose and a few leg flexions, each leg on its
+own) are turned and moved to match each frame's keypoints without the arms, from several
+initial headings (cheap: no mesh evaluation); per frame the best template and heading are kept
+and start stage 2; (2) full — pose, shape, orientation, translation and camera tilt together,
+through the mesh (only the ~1k vertices the keypoints read are skinned).
 
 Frames with too few confident keypoints are not fitted: their parameters are linear
 interpolations of the nearest fitted frames (held at the ends), and they are flagged.
@@ -34,9 +35,15 @@ from opensim_biopose.errors import InputError
 from opensim_biopose.mesh.base import FitQuality, MeshBackend, MeshFit
 from opensim_biopose.mesh.camera import (CAMERA_FROM_GROUND, PinholeCamera, camera_from_level, ground_from_camera,
                                          project)
+from opensim_biopose.mesh.synthetic import ROLES
 
 # Keypoints that touch the floor (by name suffix) for the floor-contact term.
 FOOT_SUFFIXES = ("_heel", "_foot_index", "_big_toe", "_small_toe", "_ankle")
+
+# Arm keypoints: the rigid stage leaves them out, as the arms move the most against the rest
+# pose and say the least about where the body is.
+ARM_KEYPOINTS = tuple(f"{side}_{part}" for side in ("left", "right")
+                      for part in ("elbow", "wrist", "pinky", "index", "thumb"))
 
 # Keypoints without which the torso cannot be placed.
 CORE_KEYPOINTS = ("left_shoulder", "right_shoulder", "left_hip", "right_hip")
@@ -53,6 +60,16 @@ class KeypointFitConfig:
     # Keypoints the layout and the body model must share (core ones included) to fit at all.
     min_shared_keypoints: int = 8
     rigid_iterations: int = 60
+    # Leg poses the rigid stage tries besides the rest pose, on each leg: (hip, knee) flexion in
+    # degrees, feet flat. A crouched body placed as the standing rest pose starts too far away
+    # (it looks small) and the floor term then holds its knees straight: bench_fit --squat's
+    # deepest frame reached knee 57 of 105 deg. Half and deep flexion cover squats, sitting and
+    # gait's swing leg (knee 103; rendered bench, side + 45 deg views: 12-DoF 7.5 -> 5.0 deg).
+    leg_templates: tuple[tuple[float, float], ...] = ((45.0, 60.0), (90.0, 100.0))
+    # A flexed template replaces the rest pose only where it leaves at most this share of the rest
+    # pose's rigid residual: near-standing frames keep the neutral start (at 1.0 every gait frame
+    # took a half-flexed leg, and a 2D-only SMPL round trip ended at 81 instead of 20 mm).
+    template_margin: float = 0.75
     # Objective evaluations of the full stage (L-BFGS) or Adam steps.
     iterations: int = 300
     learning_rate: float = 0.03
@@ -68,7 +85,7 @@ class KeypointFitConfig:
     # Pose prior (per-axis stiffness from the body model): strong enough to settle a 2D-only
     # view's depth ambiguities (0.005 -> 0.1 took the 2D-only benchmark from 37.7 to 32.7 mm);
     # the legs' flexion axes are nearly free in the body model's weights, so this does not stiffen
-    # hip/knee flexion (deep squats still stop short, from the floor term: bench_fit --squat).
+    # hip/knee flexion (deep squats need the flexed starts of leg_templates: bench_fit --squat).
     weight_pose: float = 0.1
     weight_limits: float = 10.0
     # Smoothness: squared 3D keypoint accelerations over this scale (m/s^2). Feet reach
@@ -292,9 +309,9 @@ class KeypointFit(MeshBackend):
         interp = interpolation_matrix(obs.valid)
         valid_t = torch.tensor(np.flatnonzero(obs.valid))
 
-        rot0, transl0 = self._rigid_init(regressor, obs, valid_t, camera)
+        rot0, transl0, pose0 = self._rigid_init(regressor, obs, valid_t, camera)
         fps = float(keypoints.fps) if keypoints.fps and keypoints.fps > 0 else 30.0
-        params = self._full_fit(regressor, obs, interp, camera, rot0, transl0, fps)
+        params = self._full_fit(regressor, obs, interp, camera, rot0, transl0, pose0, fps)
         return self._finish(keypoints, regressor, obs, interp, camera, params)
 
     # ----------------------------------------------------------------------------- posing
@@ -314,44 +331,60 @@ class KeypointFit(MeshBackend):
 
     # ----------------------------------------------------------------------------- stage 1
     def _rigid_init(self, regressor: VertexRegressor, obs: Observations, valid_t: torch.Tensor,
-                    camera: PinholeCamera) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per fitted frame, the best of ``yaw_candidates`` rigid placements of the rest body."""
+                    camera: PinholeCamera) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per fitted frame, the best of the rigid placements of each template body (rest pose and
+        ``leg_templates``) from ``yaw_candidates`` headings: orientation (Tv, 3), translation (Tv, 3),
+        and the template's pose (Tv, P, 3) to start the full stage from."""
         cfg = self.config
         body = self.body
+        templates = self._templates()                                                # (N, P, 3)
         with torch.no_grad():
-            rest = regressor.positions(body(body.zero_pose(1), body.neutral_shape[None]).vertices)  # (1, K, 3)
+            kps = regressor.positions(body(templates, body.neutral_shape[None]).vertices)   # (N, K, 3)
         xy, w = obs.xy[valid_t], obs.weight[valid_t]
-        tv, n_yaw = int(valid_t.shape[0]), cfg.yaw_candidates
-        transl = _initial_translation(rest[0] @ self._canonical.T, xy, w, camera)      # (Tv, 3)
+        w = _without_arms(w, obs.names, cfg.min_keypoints)
+        tv, n_yaw, n_tpl = int(valid_t.shape[0]), cfg.yaw_candidates, templates.shape[0]
+        n_cand = n_tpl * n_yaw
+        transl = torch.cat([_initial_translation(r @ self._canonical.T, xy, w, camera) for r in kps])  # (N*Tv, 3)
         yaws = torch.arange(n_yaw, dtype=torch.float32) * (2 * math.pi / n_yaw)
         up = torch.tensor([0.0, -1.0, 0.0])
-        rot = (yaws[:, None] * up).repeat_interleave(tv, dim=0).clone().requires_grad_(True)  # (Y*Tv, 3)
-        tr = transl.repeat(n_yaw, 1).clone().requires_grad_(True)
-        obs_rep = Observations(obs.names, xy.repeat(n_yaw, 1, 1), w.repeat(n_yaw, 1), None, None,
-                               obs.valid, obs.size_px)
+        # candidate c = (template i, yaw j) occupies rows (i * n_yaw + j) * tv ... + tv
+        rot = (yaws[:, None] * up).repeat_interleave(tv, dim=0).repeat(n_tpl, 1).clone().requires_grad_(True)
+        tr = transl.reshape(n_tpl, 1, tv, 3).expand(n_tpl, n_yaw, tv, 3).reshape(-1, 3).clone().requires_grad_(True)
+        pts = kps.repeat_interleave(n_yaw * tv, dim=0)                               # (C*Tv, K, 3)
+        xy_rep, w_rep = xy.repeat(n_cand, 1, 1), w.repeat(n_cand, 1)
+
+        def per_candidate() -> torch.Tensor:
+            px = project(self._camera_points(pts, rot, tr), camera)
+            return (pseudo_huber((px - xy_rep) / obs.size_px, cfg.robust_2d).sum(-1) * w_rep).sum(-1)
+
         opt = torch.optim.Adam([rot, tr], lr=0.05)
         for _ in range(cfg.rigid_iterations):
             opt.zero_grad()
-            px = project(self._camera_points(rest.expand(rot.shape[0], -1, -1), rot, tr), camera)
-            per = pseudo_huber((px - obs_rep.xy) / obs.size_px, cfg.robust_2d).sum(-1)
-            loss = (per * obs_rep.weight).sum()
-            loss.backward()
+            per_candidate().sum().backward()
             opt.step()
         with torch.no_grad():
-            px = project(self._camera_points(rest.expand(rot.shape[0], -1, -1), rot, tr), camera)
-            per = (pseudo_huber((px - obs_rep.xy) / obs.size_px, cfg.robust_2d).sum(-1) * obs_rep.weight).sum(-1)
-            best = per.reshape(n_yaw, tv).argmin(dim=0)                               # (Tv,)
+            cost = per_candidate().reshape(n_tpl, n_yaw, tv)
+            rest_cost = cost[0].amin(dim=0)                                           # (Tv,)
+            cost[1:] = torch.where(cost[1:] < cfg.template_margin * rest_cost, cost[1:], torch.inf)
+            best = cost.reshape(n_cand, tv).argmin(dim=0)                             # (Tv,)
             pick = best * tv + torch.arange(tv)
-        return rot.detach()[pick], tr.detach()[pick]
+        return rot.detach()[pick], tr.detach()[pick], templates[best // n_yaw]
+
+    def _templates(self) -> torch.Tensor:
+        """(N, P, 3) the rest pose and every combination of the ``leg_templates`` (and the rest
+        pose) on the left and right leg that this body's joints can express."""
+        legs = [(0.0, 0.0)] + [(math.radians(h), math.radians(k)) for h, k in self.config.leg_templates]
+        poses = [flexed_legs_pose(self.body, left, right) for left in legs for right in legs]
+        found = [p for p in poses if p is not None]
+        return torch.stack(found) if found else self.body.zero_pose(1)
 
     # ----------------------------------------------------------------------------- stage 2
     def _full_fit(self, regressor: VertexRegressor, obs: Observations, interp: torch.Tensor,
-                  camera: PinholeCamera, rot0: torch.Tensor, transl0: torch.Tensor,
+                  camera: PinholeCamera, rot0: torch.Tensor, transl0: torch.Tensor, pose0: torch.Tensor,
                   fps: float) -> dict[str, torch.Tensor]:
         cfg, body = self.config, self.body
         vertex_ids, regressor = regressor.sparsified(cfg.max_vertices_per_keypoint).compact()
-        tv, p = rot0.shape[0], len(body.pose_joint_names)
-        pose = torch.zeros(tv, p, 3, requires_grad=True)
+        pose = pose0.clone().requires_grad_(True)
         rot = rot0.clone().requires_grad_(True)
         transl = transl0.clone().requires_grad_(True)
         shape_raw = self._shape_raw(body.neutral_shape)[None].clone().requires_grad_(True)
@@ -368,7 +401,7 @@ class KeypointFit(MeshBackend):
             params.append(tilt)
         if feet and cfg.weight_floor > 0:
             params.append(floor)
-        with torch.no_grad():      # start the floor at the rest pose's feet
+        with torch.no_grad():      # start the floor at the initial bodies' feet
             pts0 = self._keypoints_camera(regressor, interp, pose, rot, transl, self._shape(shape_raw), vertex_ids)
             if feet:
                 floor.fill_(float((pts0[:, feet] @ self._up(tilt)).amin(dim=1).median()))
@@ -508,6 +541,29 @@ def _run_lbfgs(params: list[torch.Tensor], objective, cfg: KeypointFitConfig) ->
 
 # The full stage's optimisers, by KeypointFitConfig.optimizer.
 OPTIMIZERS = {"adam": _run_adam, "lbfgs": _run_lbfgs}
+
+
+def _without_arms(weight: torch.Tensor, names: tuple[str, ...], min_keypoints: int) -> torch.Tensor:
+    """(T, K) confidences with the arm keypoints zeroed, in frames that keep ``min_keypoints``."""
+    keep = torch.tensor([n not in ARM_KEYPOINTS for n in names], dtype=weight.dtype)
+    enough = ((weight * keep) > 0).sum(dim=1, keepdim=True) >= min_keypoints
+    return torch.where(enough, weight * keep, weight)
+
+
+def flexed_legs_pose(body: BodyModel, left: tuple[float, float],
+                     right: tuple[float, float]) -> torch.Tensor | None:
+    """(P, 3) each thigh flexed forward and each knee bent by its (hip, knee) angles (rad), the
+    feet turned back flat (ankle hip - knee); None if the body has no such named joints."""
+    roles = ROLES["anny" if body.name == "anny" else "smpl"]
+    names = body.pose_joint_names
+    pose = body.zero_pose(1)[0]
+    for side, (hip, knee) in (("l", left), ("r", right)):
+        joints = [roles[f"{side}_{j}"] for j in ("hip", "knee", "ankle")]
+        if not all(j in names for j in joints):
+            return None
+        for joint, angle in zip(joints, (-hip, knee, hip - knee)):
+            pose[names.index(joint), 0] = angle
+    return pose
 
 
 def _expand(interp: torch.Tensor, params: torch.Tensor) -> torch.Tensor:

@@ -112,6 +112,42 @@ def make_trial(body: BodyModel, layout: KeypointLayout, shape: torch.Tensor, *, 
     return SyntheticTrial(seq, verts, kps, pose, shape, camera, tilt @ torch.tensor([0.0, -1.0, 0.0]))
 
 
+def make_posed_trial(body: BodyModel, layout: KeypointLayout, shape: torch.Tensor, pose: torch.Tensor,
+                     times: torch.Tensor, *, heading_deg: float = 90.0, distance_m: float = 4.5,
+                     noise_px: float = 4.0, image_size: tuple[int, int] = (1920, 1080),
+                     focal_px: float = 1500.0, seed: int = 0) -> SyntheticTrial:
+    """A body performing ``pose`` (T, P, 3) rad at ``times`` (T,) s in place, its feet held on the
+    floor (the heels' and toes' lowest point keeps the first frame's height), seen by a level camera
+    ``distance_m`` away; ``heading_deg`` 90 shows the subject's left side. 2D keypoints only."""
+    gen = torch.Generator().manual_seed(seed)
+    regressor = body.keypoint_regressor()
+    names = layout.keypoint_names
+    cols = [i for i, n in enumerate(names) if n in regressor.names]
+    reg = regressor.subset(tuple(names[i] for i in cols))
+    feet = [i for i, n in enumerate(reg.names) if n.endswith(("_heel", "_foot_index"))]
+    camera = PinholeCamera.for_image(*image_size, focal_px=focal_px)
+    rot = axis_angle_to_matrix(torch.tensor([0.0, -math.radians(heading_deg), 0.0])) @ torch.tensor(
+        CAMERA_FROM_GROUND) @ body.frame.matrix()
+    down = torch.tensor([0.0, 1.0, 0.0])                                   # camera y points down
+    with torch.no_grad():
+        verts = body(pose, shape[None]).vertices @ rot.T + torch.tensor([0.0, 0.1, distance_m])
+        lowest = reg.positions(verts)[:, feet] @ down                      # (T, F) m below the axis
+        drop = lowest.amax(dim=1)
+        verts = verts - (drop - drop[0])[:, None, None] * down
+        kps = reg.positions(verts)
+        px = project(kps, camera) + noise_px * torch.randn(kps.shape[:2] + (2,), generator=gen)
+    t, k = pose.shape[0], len(names)
+    xy = np.full((t, k, 2), np.nan)
+    xy[:, cols] = px.numpy()
+    conf = np.zeros((t, k))
+    conf[:, cols] = 0.9
+    fps = float((t - 1) / (times[-1] - times[0])) if t > 1 else 30.0
+    seq = KeypointSequence(layout=layout, times=times.numpy().astype(np.float64), xy=xy, confidence=conf,
+                           detected=np.ones(t, dtype=bool), image_size=image_size, fps=fps,
+                           focal_length_px=focal_px)
+    return SyntheticTrial(seq, verts, kps, pose, shape, camera, -down)
+
+
 def vertex_errors(pred: torch.Tensor, truth: torch.Tensor) -> dict[str, float]:
     """Mean per-vertex error (metres) of (T, V, 3) meshes in one frame: absolute, after per-frame
     centroid alignment, and after per-frame Procrustes (rotation, translation, scale)."""
