@@ -63,12 +63,16 @@ def train_command(sk, out: Path, setup: str | None = None) -> str:
 
 def load_or_train(sk, marker_names: Sequence[str], marker_weights: Sequence[float] | None, *,
                   weights: str | os.PathLike[str] | None = None, train: bool = True, progress: bool = True,
-                  cache_dir: str | os.PathLike[str] | None = None, train_cfg=None) -> NeurIK:
+                  cache_dir: str | os.PathLike[str] | None = None, train_cfg=None,
+                  coordinate_tasks=None) -> NeurIK:
     """NeurIK for ``sk`` and ``marker_names``, trained here if nothing fits.
 
     Order: ``weights`` (explicit path) > shipped weights for this model hash and markers >
     the user cache > training into the cache (``train=True``; prints how long it takes) or an
     InputError giving the exact ``train-neurik`` command (``train=False``).
+    ``train_cfg`` (default ``TrainConfig()``; ``neurik.train.LAB_IK`` for a subject-scaled lab
+    model) and ``coordinate_tasks`` (the IK setup's, see ``refine.coordinate_targets``) are
+    passed to :func:`train_neurik`.
     """
     if weights is not None:
         return NeurIK.load(weights, sk)
@@ -98,5 +102,6 @@ def load_or_train(sk, marker_names: Sequence[str], marker_weights: Sequence[floa
           f"{len(marker_names)} markers; training them now ({tc.steps} steps, roughly "
           f"{max(1, round(tc.steps / _STEPS_PER_MINUTE_CPU))} min on one free CPU core, resumable). "
           f"They are cached in {cached}.", flush=True)
-    train_neurik(sk, marker_names, marker_weights, None, tc, cached, resume=True, progress=progress)
+    train_neurik(sk, marker_names, marker_weights, None, tc, cached, resume=True, progress=progress,
+                 coordinate_tasks=coordinate_tasks)
     return NeurIK.load(cached, sk)
