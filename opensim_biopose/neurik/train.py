@@ -2,7 +2,8 @@
 
 Deterministic for a given seed and step count (``minutes`` adds a wall-clock stop, which
 is not). Resumable: optimiser and generator state go to a sidecar file next to the
-checkpoint (see :mod:`opensim_biopose.neurik.checkpoint`).
+checkpoint (see :mod:`opensim_biopose.neurik.checkpoint`); a replay pool ("ik" targets) is not
+saved but refilled on resume, so a resumed run then differs from an uninterrupted one.
 """
 from __future__ import annotations
 
