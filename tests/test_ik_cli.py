@@ -177,7 +177,9 @@ def test_ik_without_neurik_weights_and_no_train_names_the_training_command(
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # an empty user cache
     code = main(["ik", "--setup", str(setup), "--out", str(out), "--init", "neurik", "--no-train", *SLICE])
     assert code == 2
-    assert "train-neurik" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    # The ik command's weights learn OpenSim IK's answer on the subject-scaled model (LAB_IK).
+    assert "train-neurik" in err and "--subject-scaled" in err
     assert not out.exists()
 
 

@@ -140,3 +140,13 @@ def test_solve_survives_missing_markers_and_empty_frames(gait_sk, markers, tmp_p
 def test_load_or_train_without_training_names_the_command(gait_sk, markers, tmp_path):
     with pytest.raises(InputError, match="opensim-biopose train-neurik --model"):
         load_or_train(gait_sk, markers, None, train=False, cache_dir=tmp_path)
+
+
+def test_cache_keeps_ik_and_fk_weights_apart(gait_sk, markers):
+    """Weights that learned the generating pose must not answer a request for IK's answer."""
+    from opensim_biopose.neurik.loader import cache_key
+    from opensim_biopose.neurik.train import LAB_IK
+
+    fk = cache_key(gait_sk, markers, None)
+    assert cache_key(gait_sk, markers, None, LAB_IK) != fk
+    assert cache_key(gait_sk, markers, None) == fk

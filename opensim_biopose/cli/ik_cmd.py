@@ -227,7 +227,14 @@ def _initial_pose(job: IKJob, sk, names: list[str], xyz: np.ndarray, weights: li
                 raise InputError(f"--init neurik: NeurIK is not available ({exc}); use --init default") from exc
             log.warning("NeurIK is not available; refining from the model's default pose")
         else:
-            net = load_or_train(sk, names, weights, weights=job.weights, train=job.train, progress=True)
+            from opensim_biopose.neurik.refine import coordinate_targets
+            from opensim_biopose.neurik.train import LAB_IK
+
+            # The ik command replaces OpenSim IK on a subject-scaled model: weights trained here learn
+            # OpenSim IK's own answer on that model under the setup's coordinate tasks (LAB_IK).
+            tasks = coordinate_targets(sk, [t for t in job.coordinate_tasks if t.value_type != "from_file"])
+            net = load_or_train(sk, names, weights, weights=job.weights, train=job.train, progress=True,
+                                train_cfg=LAB_IK, coordinate_tasks=tasks)
             q = torch.as_tensor(net.solve(names, xyz, times).q, dtype=torch.float64)
             return q, job.refine, False
     default = sk.coordinate_defaults.detach().double()

@@ -22,14 +22,28 @@ from opensim_biopose.neurik.checkpoint import read_metadata
 log = logging.getLogger(__name__)
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "weights"
-# Rough training throughput of the default TrainConfig on one free CPU core, for the message.
-_STEPS_PER_MINUTE_CPU = 400
+# Rough training throughput per target on one CPU core, for the message: the default TrainConfig
+# ("fk"), and LAB_IK ("ik": ~330 steps/min measured while training tests/checkpoints, load ~4.5).
+_STEPS_PER_MINUTE_CPU = {"fk": 400, "ik": 330}
 
 
-def cache_key(sk, marker_names: Sequence[str], marker_weights: Sequence[float] | None) -> str:
-    """Stable file stem for a model + marker set + weights."""
-    blob = json.dumps([sk.model_hash, list(marker_names), list(marker_weights or [])])
+def cache_key(sk, marker_names: Sequence[str], marker_weights: Sequence[float] | None,
+              train_cfg=None) -> str:
+    """Stable file stem for a model + marker set + weights + what the network learns.
+
+    The training target and window are part of the key: weights that learned the generating pose
+    (``"fk"``, video pipeline) must not answer a request for OpenSim IK's answer (``"ik"``, the
+    ``ik`` command on a lab model), nor the other way round.
+    """
+    from opensim_biopose.neurik.train import TrainConfig
+
+    tc = train_cfg or TrainConfig()
+    blob = json.dumps([sk.model_hash, list(marker_names), list(marker_weights or []), tc.target, tc.synth.window])
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def _target(train_cfg) -> str:
+    return getattr(train_cfg, "target", "fk") if train_cfg is not None else "fk"
 
 
 def default_cache_dir() -> Path:
@@ -54,10 +68,14 @@ def find_shipped(sk, marker_names: Sequence[str], folder: Path = SHIPPED_DIR) ->
     return None
 
 
-def train_command(sk, out: Path, setup: str | None = None) -> str:
-    """The CLI command that trains weights for ``sk`` into ``out``."""
+def train_command(sk, out: Path, setup: str | None = None, subject_scaled: bool = False) -> str:
+    """The CLI command that trains weights for ``sk`` into ``out`` (``subject_scaled``: the
+    LAB_IK recipe, which learns OpenSim IK's answer and needs the IK setup)."""
     model = str(getattr(sk, "model_path", "MODEL.osim"))
-    src = f"--setup {shlex.quote(setup)}" if setup else "--markers NAME,NAME,..."
+    if subject_scaled:
+        src = f"--setup {shlex.quote(setup or 'IK_SETUP.xml')} --subject-scaled"
+    else:
+        src = f"--setup {shlex.quote(setup)}" if setup else "--markers NAME,NAME,..."
     return f"opensim-biopose train-neurik --model {shlex.quote(model)} {src} --out {shlex.quote(str(out))}"
 
 
@@ -81,7 +99,7 @@ def load_or_train(sk, marker_names: Sequence[str], marker_weights: Sequence[floa
         log.info("using shipped NeurIK weights %s", shipped)
         return NeurIK.load(shipped, sk)
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    cached = folder / f"{cache_key(sk, marker_names, marker_weights)}.safetensors"
+    cached = folder / f"{cache_key(sk, marker_names, marker_weights, train_cfg)}.safetensors"
     if cached.is_file():
         try:
             meta = read_metadata(cached)
@@ -94,13 +112,14 @@ def load_or_train(sk, marker_names: Sequence[str], marker_weights: Sequence[floa
     if not train:
         raise InputError(
             f"no NeurIK weights for model {getattr(sk, 'model_path', '?')} with these {len(marker_names)} markers; "
-            f"train them once with:\n  {train_command(sk, cached)}\nor pass weights explicitly")
+            f"train them once with:\n  {train_command(sk, cached, subject_scaled=_target(train_cfg) == 'ik')}\n"
+            "or pass weights explicitly")
     from opensim_biopose.neurik.train import TrainConfig, train_neurik
 
     tc = train_cfg or TrainConfig()
     print(f"opensim-biopose: no NeurIK weights for {getattr(sk, 'model_path', 'this model')} and its "
           f"{len(marker_names)} markers; training them now ({tc.steps} steps, roughly "
-          f"{max(1, round(tc.steps / _STEPS_PER_MINUTE_CPU))} min on one free CPU core, resumable). "
+          f"{max(1, round(tc.steps / _STEPS_PER_MINUTE_CPU.get(tc.target, 400)))} min on one free CPU core, resumable). "
           f"They are cached in {cached}.", flush=True)
     train_neurik(sk, marker_names, marker_weights, None, tc, cached, resume=True, progress=progress,
                  coordinate_tasks=coordinate_tasks)
