@@ -76,3 +76,23 @@ def test_gradient_test_does_not_apply_from_the_default_pose() -> None:
                    config=RefineConfig(temporal_sweeps=0, gradient_tol=0.0))
     assert torch.equal(fast.iterations, tight.iterations)
     assert float((fast.q - tight.q).abs().max()) == 0.0
+
+
+def test_sweeps_still_repair_frames_started_in_another_minimum() -> None:
+    """RefineConfig.sweep_skip_radius drops re-solves from neighbours whose answers are close to
+    a frame's own; a run of frames whose start heads the wrong way (pelvis rotation + 172 deg,
+    as a network might err) ends in another minimum and must still be carried back."""
+    sk, trial, q_ref = _trial("gait2354_walk1")
+    names = list(sk.coordinate_names)
+    gen = torch.Generator().manual_seed(0)
+    q0 = torch.from_numpy(q_ref) + 0.01 * torch.randn(q_ref.shape, generator=gen, dtype=torch.float64)
+    q0[10:14, names.index("pelvis_rotation")] += 3.0
+    rotational = sk.coordinate_is_rotational.bool()
+
+    def frames_off(config: RefineConfig) -> int:
+        res = refine(sk, trial.xyz, trial.weights, q0, coordinate_tasks=trial.targets, config=config)
+        worst = (res.q - torch.from_numpy(q_ref))[:, rotational].abs().amax(dim=1)
+        return int((worst > np.radians(5.0)).sum())
+
+    assert frames_off(RefineConfig(temporal_sweeps=0)) > 0  # the start does lead elsewhere
+    assert frames_off(RefineConfig()) == 0

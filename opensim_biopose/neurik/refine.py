@@ -123,6 +123,12 @@ class RefineConfig:
     # ~N / reach sweeps instead of N (sweeps are small batches: their cost is per sweep, not
     # per frame). 8 frames is <= 0.1 s at lab rates: still a close start.
     sweep_reach: int = 8
+    # A doubtful frame is not re-solved from a neighbour whose answer lies within this (rad / m,
+    # every free coordinate) of its own: from there it falls back into its own minimum (distinct
+    # IK minima lie tens of degrees apart; gait at 60-100 Hz moves ~1 deg per frame). The frames
+    # the cost test flags on real trials are mostly such: objectives that change by > 10 % from
+    # frame to frame as markers come and go (gait2354_walk1: 14 re-solves that changed nothing).
+    sweep_skip_radius: float = 0.2
     # A neighbour's start must lower the objective by this fraction to be taken.
     improvement: float = 1e-6
     # A re-solve from a neighbour's answer that comes this close (rad / m, every free
@@ -774,6 +780,10 @@ def _temporal_sweeps(sk: SkeletonLike, solved: _Solved, problem: _Problem, confi
     # the better minimum, and bounding it keeps the small sweep batches cheap.
     sweep_config = dataclasses.replace(config, max_iters=min(config.max_iters, config.sweep_max_iters))
     tgt, src = _neighbour_pairs(retry)
+    # A neighbour's answer this close to the frame's own is a start inside the frame's basin:
+    # re-solving from it can only return to the same minimum.
+    apart = (q[tgt][:, problem.free] - q[src][:, problem.free]).abs().amax(dim=1) > config.sweep_skip_radius
+    tgt, src = tgt[apart], src[apart]
     rounds = candidates = passes = 0
     for _ in range(config.temporal_sweeps):
         if tgt.numel() == 0:
