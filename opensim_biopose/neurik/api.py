@@ -26,8 +26,10 @@ from opensim_biopose.neurik.model import NeurIKNet, build_neurik
 
 log = logging.getLogger(__name__)
 
-# Windows pushed through the network at once: bounds memory on long trials.
-_WINDOW_CHUNK = 64
+# Frames (windows x window length) pushed through the network at once: bounds memory on long
+# trials. Counted in frames, not windows, so that short windows (the lab checkpoints' window is
+# one frame) run a whole trial in one batch: per-call overhead, not arithmetic, is their cost.
+_WINDOW_FRAMES = 4096
 # Frames per root-coordinate solve (each frame tries a grid of starts).
 _ROOT_CHUNK = 256
 
@@ -157,9 +159,11 @@ class NeurIK:
         acc_p = torch.zeros(t, 3, dtype=torch.float64)
         acc_w = torch.zeros(t, dtype=torch.float64)
         scales, scale_w = None, 0.0
-        for c0 in range(0, len(starts), _WINDOW_CHUNK):
-            chunk = starts[c0:c0 + _WINDOW_CHUNK]
-            frames = torch.stack([idx_all[s:s + w] for s in chunk])                 # (S, W)
+        per_chunk = max(1, _WINDOW_FRAMES // w)
+        offsets = torch.arange(w)
+        for c0 in range(0, len(starts), per_chunk):
+            chunk = torch.tensor(starts[c0:c0 + per_chunk])
+            frames = idx_all[chunk[:, None] + offsets]                              # (S, W)
             inp = window_features(markers[frames], visible[frames], lay)
             out = self.net(inp.relative, inp.visible, inp.centroid)
             dec = decode(out, inp, lay)
