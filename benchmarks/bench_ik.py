@@ -191,10 +191,14 @@ def _neurik(sk: Skeleton, prepared: PreparedTrial, trial_name: str):
         return None
 
 
-def _neurik_q(net, sk: Skeleton, prepared: PreparedTrial) -> torch.Tensor:
+def _neurik_solve(net, sk: Skeleton, prepared: PreparedTrial):
     used = prepared.used
     names = [sk.marker_names[i] for i in used]
-    return torch.as_tensor(net.solve(names, prepared.xyz[:, used], prepared.times).q, dtype=torch.float64)
+    return net.solve(names, prepared.xyz[:, used], prepared.times)
+
+
+def _neurik_q(net, sk: Skeleton, prepared: PreparedTrial) -> torch.Tensor:
+    return torch.as_tensor(_neurik_solve(net, sk, prepared).q, dtype=torch.float64)
 
 
 def timed(fn):
@@ -236,6 +240,7 @@ class Breakdown:
     neurik_s: float
     total_s: float  # NeurIK + refinement, fastest run
     stages: RefineStages  # of the refinement in that run
+    neurik_stages: object | None = None  # NeurIKStages of NeurIK in that run (network windows, root solve)
 
 
 def _ours(sk: Skeleton, prepared: PreparedTrial, net, threads: int, repeats: int) -> tuple[object, torch.Tensor, Breakdown]:
@@ -247,15 +252,16 @@ def _ours(sk: Skeleton, prepared: PreparedTrial, net, threads: int, repeats: int
 
         def both():
             start = time.perf_counter()
-            q0 = _neurik_q(net, sk, prepared)
+            solved = _neurik_solve(net, sk, prepared)
+            q0 = torch.as_tensor(solved.q, dtype=torch.float64)
             neurik_s = time.perf_counter() - start
             res = refine(sk, prepared.xyz, prepared.weights, q0, coordinate_tasks=prepared.targets, config=config)
-            return res, neurik_s
+            return res, neurik_s, solved.stages
 
-        (res, neurik_s), total = fastest(both, repeats)
+        (res, neurik_s, neurik_stages), total = fastest(both, repeats)
     finally:
         torch.set_num_threads(1)
-    return res, q_net, Breakdown("", len(prepared.times), threads, s_net, total, res.stages)
+    return res, q_net, Breakdown("", len(prepared.times), threads, s_net, total, res.stages, neurik_stages)
 
 
 BREAKDOWNS: list[Breakdown] = []
@@ -386,15 +392,18 @@ def print_breakdown(rows: list[Breakdown]) -> None:
         return
     print("\nNeurIK + refinement, per stage (ms, fastest run; a pass = one batched Skeleton.normal_equations"
           " call + its LM step):")
-    print(f"  {'trial':<16}{'thr':>4}{'total':>8}{'NeurIK':>8}{'setup':>7}{'solve':>7}{'passes':>7}{'ms/pass':>8}"
-          f"{'sweeps':>8}{'rounds':>7}{'re-solves':>10}{'passes':>7}{'report':>7}")
+    print(f"  {'trial':<16}{'thr':>4}{'total':>8}{'NeurIK':>8}{'(net':>6}{'root)':>6}{'setup':>7}{'solve':>7}"
+          f"{'passes':>7}{'ms/pass':>8}{'sweeps':>8}{'rounds':>7}{'re-solves':>10}{'passes':>7}{'report':>7}")
     for b in rows:
         st = b.stages
         per_pass = 1e3 * st.solve_s / max(st.solve_passes, 1)
-        print(f"  {b.trial:<16}{b.threads:>4}{1e3 * b.total_s:>8.1f}{1e3 * b.neurik_s:>8.1f}{1e3 * st.setup_s:>7.1f}"
+        ns = b.neurik_stages
+        split = f"{1e3 * ns.windows_s:>6.1f}{1e3 * ns.root_s:>6.1f}" if ns is not None else f"{'-':>6}{'-':>6}"
+        print(f"  {b.trial:<16}{b.threads:>4}{1e3 * b.total_s:>8.1f}{1e3 * b.neurik_s:>8.1f}{split}{1e3 * st.setup_s:>7.1f}"
               f"{1e3 * st.solve_s:>7.1f}{st.solve_passes:>7}{per_pass:>8.2f}{1e3 * st.sweeps_s:>8.1f}"
               f"{st.sweep_rounds:>7}{st.sweep_candidates:>10}{st.sweep_passes:>7}{1e3 * st.report_s:>7.1f}")
-    print("  NeurIK: network + root-pose solve (unrefined answer); setup: weights, bounds, Jacobian structure; "
+    print("  NeurIK: network + root-pose solve (unrefined answer; net: features, network, window blending; root: "
+          "root coordinates from the predicted root pose); setup: weights, bounds, Jacobian structure; "
           "solve: all frames batched;\n  sweeps: re-solves of doubtful frames from a neighbour's answer; "
           "report: marker errors. total may exceed the sum by timer overhead.")
 

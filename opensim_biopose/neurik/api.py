@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import math
 import os
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -34,6 +35,16 @@ _WINDOW_FRAMES = 4096
 _ROOT_CHUNK = 256
 
 
+@dataclasses.dataclass(frozen=True)
+class NeurIKStages:
+    """Wall seconds of :meth:`NeurIK.solve`'s stages: the network over the windows (features,
+    network, decoding, blending) and the root-coordinate solve; ``total_s`` is the whole call."""
+
+    windows_s: float
+    root_s: float
+    total_s: float
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class NeurIKResult:
     """Unrefined NeurIK answer for one trial.
@@ -46,6 +57,7 @@ class NeurIKResult:
             network does not predict them.
         markers_used: checkpoint markers that were found in the input.
         empty_frames: (T,) bool, frames without any usable marker (their q is interpolated).
+        stages: where the time went (:class:`NeurIKStages`).
     """
 
     q: Tensor
@@ -54,6 +66,7 @@ class NeurIKResult:
     scales: Tensor | None
     markers_used: tuple[str, ...]
     empty_frames: np.ndarray
+    stages: NeurIKStages | None = None
 
 
 def check_compatible(meta: CheckpointMeta, sk, path: str | os.PathLike[str]) -> None:
@@ -196,6 +209,7 @@ class NeurIK:
         Returns:
             NeurIKResult with q (T, n) in rad / m for every coordinate, and scale factors.
         """
+        begin = time.perf_counter()
         xyz = np.asarray(xyz.detach().cpu() if isinstance(xyz, Tensor) else xyz, dtype=np.float64)
         times = np.asarray(times, dtype=np.float64).reshape(-1)
         if xyz.ndim != 3 or xyz.shape[2] != 3 or xyz.shape[1] != len(marker_names):
@@ -212,7 +226,9 @@ class NeurIK:
         markers = torch.from_numpy(np.where(visible_np[..., None], mapped, 0.0)).float()
         visible = torch.from_numpy(visible_np)
         w = self.meta.config.window
+        windows_start = time.perf_counter()
         q_pred, root, scales = self._run_windows(markers, visible, stride or max(1, w // 2))
+        root_start = time.perf_counter()
         sk_dtype = self.sk.marker_offsets.dtype
         lay = self.layout
         q = lay.default_q.to(sk_dtype).expand(xyz.shape[0], -1).clone()
@@ -224,7 +240,9 @@ class NeurIK:
             q = torch.cat([solve_root_coordinates(self.sk, q[i:i + _ROOT_CHUNK], lay,
                                                   RootPose(rot[i:i + _ROOT_CHUNK], pos[i:i + _ROOT_CHUNK]))
                            for i in range(0, q.shape[0], _ROOT_CHUNK)])
+        root_end = time.perf_counter()
         q = _interpolate_empty(q.double(), empty, times)
         with torch.no_grad():  # dependent coordinates follow their couplers (scaling does not change them)
             q_full = self.sk.fill_dependent(q.to(sk_dtype)).double()
-        return NeurIKResult(q_full, tuple(self.sk.coordinate_names), times, scales, used, empty)
+        stages = NeurIKStages(root_start - windows_start, root_end - root_start, time.perf_counter() - begin)
+        return NeurIKResult(q_full, tuple(self.sk.coordinate_names), times, scales, used, empty, stages)
