@@ -17,9 +17,12 @@ the analytic Jacobian itself (``Skeleton.jacobians``), finite differences (coord
 share no residual row perturbed together) and forward-mode autodiff remain as options to
 check it.
 Bounds are handled with an active set: a variable at a bound whose gradient pushes
-outwards is held there for the step, and every step is projected back into the box. Frames
-that end in another local minimum than their neighbours are re-solved from a neighbour's
-answer (the batched counterpart of OpenSim's frame-to-frame warm start).
+outwards is held there for the step, and every step is projected back into the box. A frame
+stops when its step falls below ``tol`` or, from a close start and on real residuals, on
+OpenSim's own test (projected gradient of its normalised objective below the accuracy, see
+``RefineConfig.gradient_tol``). Frames that end in another local minimum than their
+neighbours are re-solved from a neighbour's answer (the batched counterpart of OpenSim's
+frame-to-frame warm start).
 
 Cost: per iteration and frame, one Skeleton pass with derivatives (analytic); the finite
 differences need (colour groups + 1) poses instead — 10 on gait2354, 12 on Rajagopal2016.
