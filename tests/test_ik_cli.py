@@ -209,3 +209,13 @@ def test_ik_with_a_neurik_checkpoint_and_refine(tmp_path: Path) -> None:
     assert np.all(rms["refined"] < 0.5 * rms["net"])
     assert _labels(osim.Storage(str(tmp_path / "refined.mot"))) == _labels(
         osim.Storage(str(shared_path(*GAIT, "reference_ik_acc1e-6.mot"))))
+
+
+def test_setup_accuracy_is_the_refinement_stopping_test() -> None:
+    """OpenSim stops IK at the setup's accuracy (projected gradient); the job carries it to refine."""
+    from opensim_biopose.cli.ik_cmd import job_from_setup
+    from opensim_biopose.io.ik_setup import read_ik_setup
+
+    setup = read_ik_setup(shared_path(*GAIT, "subject01_Setup_IK.xml"))
+    assert setup.accuracy == pytest.approx(1e-5)
+    assert job_from_setup(setup).accuracy == setup.accuracy

@@ -13,7 +13,8 @@ Choices, stated once:
   interpolated in time from the solved frames.
 - Coupled coordinates are always exact (the Skeleton computes them), as OpenSim does with the
   default ``constraint_weight`` Inf; a finite weight in the setup is not modelled. The setup's
-  ``accuracy`` is not used either: refinement converges well past OpenSim's 1e-6 answers.
+  ``accuracy`` is OpenSim's stopping test (projected gradient of the normalised objective) and
+  is used as such by the refinement (``RefineConfig.gradient_tol``).
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ from opensim_biopose.io.mot import read_mot, write_marker_errors_sto, write_mot
 from opensim_biopose.io.trc import MarkerData, read_trc
 from opensim_biopose.neurik.refine import (
     CoordinateTargets,
+    RefineConfig,
     align_markers,
     coordinate_targets,
     marker_errors,
@@ -62,6 +64,7 @@ class IKJob:
     coordinate_file: Path | None = None
     time_range: tuple[float, float] | None = None
     report_errors: bool = True
+    accuracy: float = 1e-5          # the setup's; OpenSim's convergence test (see the module docstring)
     refine: bool = False
     init: str | None = None  # "neurik", "default", or None: NeurIK when installed
     weights: Path | None = None
@@ -104,7 +107,7 @@ def job_from_setup(
         model_file=setup.model_file, marker_file=setup.marker_file, out_mot=Path(out),
         marker_weights=setup.marker_weights(), coordinate_tasks=setup.applied_coordinate_tasks(),
         coordinate_file=setup.coordinate_file, time_range=time_range or setup.time_range,
-        report_errors=setup.report_errors, **solver,
+        report_errors=setup.report_errors, accuracy=setup.accuracy, **solver,
     )
 
 
@@ -308,7 +311,8 @@ def solve_job(job: IKJob, sk) -> IKOutcome:
     q0, do_refine, from_default = _initial_pose(
         job, sk, names, trial.xyz[:, used], [float(trial.weights[i]) for i in used], trial.times
     )
-    q = refine(sk, trial.xyz, trial.weights, q0, coordinate_tasks=trial.targets).q if do_refine else q0
+    config = RefineConfig(gradient_tol=job.accuracy)
+    q = refine(sk, trial.xyz, trial.weights, q0, coordinate_tasks=trial.targets, config=config).q if do_refine else q0
     seconds = time.perf_counter() - start
     q = _fill_empty_frames(q, trial.empty_frames, trial.times)
     total, rms, mx, q_full = marker_errors(sk, q, torch.from_numpy(trial.xyz), torch.from_numpy(trial.weights))
