@@ -11,9 +11,11 @@ are fitted at once (L-BFGS by default) on CPU.
 
 Two stages: (1) rigid — template bodies (the rest pose and a few leg flexions, each leg on its
 own) are turned and moved to match each frame's keypoints without the arms, from several
-initial headings (cheap: no mesh evaluation); per frame the best template and heading are kept
-and start stage 2; (2) full — pose, shape, orientation, translation and camera tilt together,
-through the mesh (only the ~1k vertices the keypoints read are skinned).
+initial headings (cheap: no mesh evaluation); with metric 3D landmarks their hip-centred shape
+takes part (2D alone let a deep-crouch template win a gait frame, half a metre too near the
+camera, and the fit of all frames ended 12 cm off in depth); per frame the best template and
+heading are kept and start stage 2; (2) full — pose, shape, orientation, translation and camera
+tilt together, through the mesh (only the ~1k vertices the keypoints read are skinned).
 
 Frames with too few confident keypoints are not fitted: their parameters are linear
 interpolations of the nearest fitted frames (held at the ends), and they are flagged.
@@ -354,10 +356,18 @@ class KeypointFit(MeshBackend):
         tr = transl.reshape(n_tpl, 1, tv, 3).expand(n_tpl, n_yaw, tv, 3).reshape(-1, 3).clone().requires_grad_(True)
         pts = kps.repeat_interleave(n_yaw * tv, dim=0)                               # (C*Tv, K, 3)
         xy_rep, w_rep = xy.repeat(n_cand, 1, 1), w.repeat(n_cand, 1)
+        world = self._rigid_world(kps[0], obs, valid_t)
+        hips = [obs.names.index("left_hip"), obs.names.index("right_hip")]
 
         def per_candidate() -> torch.Tensor:
-            px = project(self._camera_points(pts, rot, tr), camera)
-            return (pseudo_huber((px - xy_rep) / obs.size_px, cfg.robust_2d).sum(-1) * w_rep).sum(-1)
+            cam = self._camera_points(pts, rot, tr)
+            px = project(cam, camera)
+            cost = (pseudo_huber((px - xy_rep) / obs.size_px, cfg.robust_2d).sum(-1) * w_rep).sum(-1)
+            if world is None:
+                return cost
+            seen, seen_w = world
+            r = cam - cam[:, hips].mean(dim=1, keepdim=True) - seen.repeat(n_cand, 1, 1)
+            return cost + cfg.weight_3d * (pseudo_huber(r, cfg.robust_3d_m).sum(-1) * seen_w.repeat(n_cand, 1)).sum(-1)
 
         opt = torch.optim.Adam([rot, tr], lr=0.05)
         for _ in range(cfg.rigid_iterations):
@@ -371,6 +381,30 @@ class KeypointFit(MeshBackend):
             best = cost.reshape(n_cand, tv).argmin(dim=0)                             # (Tv,)
             pick = best * tv + torch.arange(tv)
         return rot.detach()[pick], tr.detach()[pick], templates[best // n_yaw]
+
+    def _rigid_world(self, rest: torch.Tensor, obs: Observations,
+                     valid_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The metric landmarks of the fitted frames for the rigid stage, or None without them:
+        hip-centred and brought to the template body's size (Tv, K, 3) m, and their weights (Tv, K),
+        the arms left out as in the 2D term. ``rest``: (K, 3) the rest template's keypoints.
+
+        Their scale is one per video, the median ratio of the torso (hip centre to shoulder
+        centre), which no leg template changes; the full stage then fits it finely."""
+        if obs.world is None or obs.world_weight is None:
+            return None
+        names = obs.names
+        hips = [names.index("left_hip"), names.index("right_hip")]
+        shoulders = [names.index("left_shoulder"), names.index("right_shoulder")]
+        seen = obs.world[valid_t] - obs.world[valid_t][:, hips].mean(dim=1, keepdim=True)   # (Tv, K, 3)
+        weight = _without_arms(obs.world_weight[valid_t], names, self.config.min_keypoints)
+        weight = weight * (weight[:, hips] > 0).all(dim=1, keepdim=True)              # no hip centre, no cue
+        torso_seen = seen[:, shoulders].mean(dim=1).norm(dim=-1)                          # (Tv,)
+        torso_rest = (rest[shoulders].mean(dim=0) - rest[hips].mean(dim=0)).norm()
+        core = (weight[:, hips + shoulders] > 0).all(dim=1)
+        if not core.any():
+            return None
+        scale = float((torso_seen[core] / torso_rest).median())
+        return seen / max(scale, 1e-3), weight
 
     def _templates(self) -> torch.Tensor:
         """(N, P, 3) the rest pose and every combination of the ``leg_templates`` (and the rest
