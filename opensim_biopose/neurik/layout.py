@@ -5,7 +5,9 @@ The layout is derived from the model itself (never from coordinate-name conventi
 * the *root* coordinates are the ones that move every moving body (a floating base such as
   ``pelvis_tx..pelvis_rotation``); the root body is the moving body driven by them alone.
   NeurIK predicts the root body's pose relative to a per-frame reference frame and converts it back to
-  root coordinates with :func:`solve_root_coordinates`;
+  root coordinates with :func:`solve_root_coordinates` (in closed form for the usual floating base of
+  three rotations about orthogonal axes plus three translations, see :class:`EulerRoot`; by
+  Gauss-Newton on the root body's forward kinematics otherwise);
 * the *predicted* coordinates are the remaining independent, unlocked ones; NeurIK regresses
   them directly (radians / metres, normalised by their range);
 * locked coordinates stay at their defaults and dependent (coupled) ones follow through
@@ -21,6 +23,7 @@ import torch
 from torch import Tensor
 
 from opensim_biopose.errors import InputError
+from opensim_biopose.kinematics.functions import PolynomialSpec
 
 # Finite-difference probe (rad / m) used to find which coordinates move which bodies; large
 # enough to be far above round-off, any non-zero motion counts.
@@ -71,6 +74,8 @@ class ModelLayout:
         lower, upper: (n,) coordinate ranges; clamped: (n,) bool.
         default_q: (n,) default coordinate values.
         rotational: (n,) bool.
+        root_closed_form: the closed-form root solve when the floating base allows one (checked
+            against the model's forward kinematics at build time), else None: Gauss-Newton.
     """
 
     coordinate_names: tuple[str, ...]
@@ -92,6 +97,7 @@ class ModelLayout:
     clamped: Tensor
     default_q: Tensor
     rotational: Tensor
+    root_closed_form: EulerRoot | None = None
 
     @property
     def n_coordinates(self) -> int:
@@ -226,7 +232,153 @@ def build_layout(sk, marker_names: Sequence[str]) -> ModelLayout:
         clamped=torch.as_tensor(sk.coordinate_clamped, dtype=torch.bool).clone(),
         default_q=default_q,
         rotational=rotational,
+        root_closed_form=euler_root(sk, root, root_body),
     )
+
+
+# ---- closed-form root solve ------------------------------------------------------------------
+#
+# A CustomJoint floating base poses its child body as (tree.py, OpenSim's CustomJoint)
+#     R = R_GF R_1(a_1, v_1) R_2(a_2, v_2) R_3(a_3, v_3) R_CM^T           (body-fixed sequence)
+#     p = p_GF + R_GF sum_i t_i d_i - R p_CM
+# with axis values v_i, t_i linear in the root coordinates. For mutually orthogonal rotation
+# axes, B = [a_1, a_2, s a_3] (s = +-1 making det B = 1) gives R_i(a_i, v) = B R_e_i(v) B^T, so
+# B^T R_GF^T R R_CM B = R_x(v_1) R_y(v_2) R_z(s v_3): X-Y-Z Euler angles of a known matrix.
+
+# Largest |a_i . a_j| (i != j) still treated as orthogonal rotation axes.
+_ORTHOGONAL_TOL = 1e-9
+# Forward kinematics of the closed-form answer must reproduce random root poses to this
+# (rotation-matrix entries / metres) in float64, else the model keeps the Gauss-Newton solve.
+_CLOSED_FORM_TOL = 1e-9
+# Random root poses checked at build time; a handful covers every branch of the formula.
+_CLOSED_FORM_CHECKS = 16
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class EulerRoot:
+    """Closed-form inverse of a floating base: three rotations about orthogonal axes (any order,
+    signs and frame offsets) and three translations along independent axes, each axis value
+    ``gain * q + offset`` of its own root coordinate. All tensors float64.
+
+    Attributes:
+        rotation_coordinates: (3,) coordinate indices driving rotation axes 1, 2, 3 (rad).
+        translation_coordinates: (3,) coordinate indices driving the translation axes (m).
+        left: (3, 3) B^T R_GF^T; right: (3, 3) R_CM B (see the comment above).
+        third_sign: s, +-1.
+        rotation_gain, rotation_offset: (3,) axis value = gain * q + offset (rad).
+        translation_inverse: (3, 3) inverse of the ground-frame translation axes [R_GF d_i].
+        translation_gain, translation_offset: (3,) axis value = gain * q + offset (m).
+        p_gf: (3,) origin of F in ground (m); p_cm: (3,) origin of M in the root body (m).
+    """
+
+    rotation_coordinates: Tensor
+    translation_coordinates: Tensor
+    left: Tensor
+    right: Tensor
+    third_sign: float
+    rotation_gain: Tensor
+    rotation_offset: Tensor
+    translation_inverse: Tensor
+    translation_gain: Tensor
+    translation_offset: Tensor
+    p_gf: Tensor
+    p_cm: Tensor
+
+
+def _xyz_angles(m: Tensor) -> Tensor:
+    """Angles (..., 3) rad with m = R_x(a) R_y(b) R_z(c), b in [-pi/2, pi/2]; m (..., 3, 3)."""
+    a = torch.atan2(-m[..., 1, 2], m[..., 2, 2])
+    b = torch.atan2(m[..., 0, 2], torch.hypot(m[..., 0, 0], m[..., 0, 1]))
+    c = torch.atan2(-m[..., 0, 1], m[..., 0, 0])
+    return torch.stack([a, b, c], -1)
+
+
+def euler_root_coordinates(form: EulerRoot, q: Tensor, target: RootPose) -> Tensor:
+    """Closed-form root coordinates putting the root body at ``target`` (rotation (B, 3, 3),
+    position (B, 3) m); q (B, n) with its other entries kept. Rotations wrapped to (-pi, pi]."""
+    r = target.rotation.to(torch.float64)
+    angles = _xyz_angles(form.left @ r @ form.right)
+    angles = angles * torch.tensor([1.0, 1.0, form.third_sign], dtype=torch.float64)
+    rot = _wrap((angles - form.rotation_offset) / form.rotation_gain)
+    lever = target.position.to(torch.float64) - form.p_gf + r @ form.p_cm
+    values = lever @ form.translation_inverse.T
+    out = q.clone()
+    out[:, form.rotation_coordinates] = rot.to(q.dtype)
+    out[:, form.translation_coordinates] = ((values - form.translation_offset) / form.translation_gain).to(q.dtype)
+    return out
+
+
+def _linear_axis(axis, root: list[int]) -> tuple[int, float, float] | None:
+    """(coordinate, gain, offset) of an axis whose value is gain * q + offset of a root coordinate."""
+    f = axis.function
+    if axis.coordinate not in root or not isinstance(f, PolynomialSpec) or len(f.coefficients) != 2:
+        return None
+    gain, offset = f.scale * f.coefficients[0], f.scale * f.coefficients[1]
+    return (axis.coordinate, gain, offset) if gain != 0.0 else None
+
+
+def _euler_candidate(joint, root: list[int]) -> EulerRoot | None:
+    """The closed form from the root joint's axes, or None when they do not have its shape."""
+    if joint.parent != -1:
+        return None
+    rotations = [_linear_axis(a, root) for a in joint.rotations]
+    translations = [_linear_axis(a, root) for a in joint.translations]
+    parts = rotations + translations
+    if any(p is None for p in parts) or sorted(p[0] for p in parts) != sorted(root):
+        return None
+    f64 = torch.float64
+    axes = torch.tensor([a.axis for a in joint.rotations], dtype=f64)
+    axes = axes / axes.norm(dim=1, keepdim=True)
+    gram = axes @ axes.T
+    if float((gram - torch.diag(torch.diagonal(gram))).abs().max()) > _ORTHOGONAL_TOL:
+        return None
+    sign = 1.0 if float(torch.linalg.det(axes.T)) > 0 else -1.0
+    basis = axes.T * torch.tensor([1.0, 1.0, sign], dtype=f64)          # columns a_1, a_2, s a_3
+    r_gf = torch.tensor(joint.parent_frame.rotation, dtype=f64)
+    r_cm = torch.tensor(joint.child_frame.rotation, dtype=f64)
+    directions = r_gf @ torch.tensor([a.axis for a in joint.translations], dtype=f64).T
+    if float(torch.linalg.svdvals(directions)[-1]) < 1e-6:            # translations span < 3D
+        return None
+    return EulerRoot(
+        rotation_coordinates=torch.tensor([p[0] for p in rotations], dtype=torch.long),
+        translation_coordinates=torch.tensor([p[0] for p in translations], dtype=torch.long),
+        left=basis.T @ r_gf.T,
+        right=r_cm @ basis,
+        third_sign=sign,
+        rotation_gain=torch.tensor([p[1] for p in rotations], dtype=f64),
+        rotation_offset=torch.tensor([p[2] for p in rotations], dtype=f64),
+        translation_inverse=torch.linalg.inv(directions),
+        translation_gain=torch.tensor([p[1] for p in translations], dtype=f64),
+        translation_offset=torch.tensor([p[2] for p in translations], dtype=f64),
+        p_gf=torch.tensor(joint.parent_frame.translation, dtype=f64),
+        p_cm=torch.tensor(joint.child_frame.translation, dtype=f64),
+    )
+
+
+def _reproduces_poses(sk, form: EulerRoot, root: list[int], root_body: int) -> bool:
+    """Random root poses -> closed form -> forward kinematics gives the same poses back."""
+    gen = torch.Generator().manual_seed(0)
+    n = len(sk.coordinate_names)
+    sk64 = sk if sk.marker_offsets.dtype == torch.float64 else sk.to(dtype=torch.float64)
+    q = torch.as_tensor(sk.coordinate_defaults, dtype=torch.float64).repeat(_CLOSED_FORM_CHECKS, 1)
+    q[:, root] = (torch.rand(_CLOSED_FORM_CHECKS, len(root), generator=gen, dtype=torch.float64) * 2 - 1) * math.pi
+    with torch.no_grad():
+        pose = body_pose(sk64.body_transforms(q, [root_body]), 0)
+        solved = euler_root_coordinates(form, torch.zeros(_CLOSED_FORM_CHECKS, n, dtype=torch.float64), pose)
+        back = body_pose(sk64.body_transforms(q.index_copy(1, torch.tensor(root), solved[:, root]), [root_body]), 0)
+    error = max(float((back.rotation - pose.rotation).abs().max()), float((back.position - pose.position).abs().max()))
+    return error < _CLOSED_FORM_TOL
+
+
+def euler_root(sk, root: list[int], root_body: int) -> EulerRoot | None:
+    """The closed-form root solve of ``sk`` if its floating base has that shape and the formula
+    reproduces its forward kinematics (checked on random poses), else None."""
+    model = getattr(sk, "_model", None)  # the Skeleton's joint specs, read only
+    if root_body < 0 or model is None:
+        return None
+    joints = [j for j in model.joints if j.child == root_body]
+    form = _euler_candidate(joints[0], root) if len(joints) == 1 else None
+    return form if form is not None and _reproduces_poses(sk, form, root, root_body) else None
 
 
 def _root_residual(sk, q: Tensor, layout: ModelLayout, target: RootPose) -> Tensor:
@@ -293,6 +445,8 @@ def solve_root_coordinates(sk, q: Tensor, layout: ModelLayout, target: RootPose,
     """
     if not layout.has_root:
         return q
+    if layout.root_closed_form is not None:
+        return euler_root_coordinates(layout.root_closed_form, q, target)
     with torch.no_grad():
         b = q.shape[0]
         rot = layout.root[layout.root_rotational].tolist()
