@@ -11,24 +11,28 @@ per-frame Procrustes; the virtual-marker (anny-pig53) error after Procrustes; an
 in frames/s (one CPU thread, whole fit: rigid init + full stage + outputs).
 
 ``--squat``: instead, a neutral body squats from standing to its deepest (knee 105 deg, thigh
-100 deg, feet kept on the floor), 2D only, seen in profile and at 30 deg; printed: Procrustes
-vertex error and the deepest frame's true vs fitted left knee and hip flexion (deg).
+100 deg, feet kept on the floor), seen in profile and at 30 deg, 2D only and 2D + metric 3D
+(7% too large, +-2 cm); printed: absolute and Procrustes vertex error and the deepest frame's
+true vs fitted left knee and hip flexion (deg).
 
     .venv/bin/python benchmarks/bench_fit.py [--frames 30] [--quick] [--squat]
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import time
 
+import numpy as np
 import torch
 
 from opensim_biopose.body.anny_model import AnnyBody
 from opensim_biopose.body.markers import load_marker_set
 from opensim_biopose.detect.layouts import BLAZEPOSE33
 from opensim_biopose.mesh.keypoint_fit import KeypointFit
-from opensim_biopose.mesh.synthetic import make_posed_trial, make_trial, procrustes_align, vertex_errors
+from opensim_biopose.mesh.synthetic import (SyntheticTrial, make_posed_trial, make_trial, procrustes_align,
+                                            vertex_errors)
 from opensim_biopose.render.motions import squat
 
 # name: (gender, age, muscle, weight, height, proportions), heading (deg; 0 = facing the camera)
@@ -58,26 +62,46 @@ def evaluate(fitter: KeypointFit, shape: tuple[float, ...], heading: float, fram
     return errs, marker, frames / seconds
 
 
-def squat_case(fitter: KeypointFit, heading: float, frames: int) -> tuple[float, float, float, float, float]:
-    """Procrustes error (m) and (true, fitted) knee and hip flexion (deg) at the deepest frame."""
+def with_world(trial: SyntheticTrial, scale: float = 1.07, jitter_m: float = 0.02, seed: int = 3) -> SyntheticTrial:
+    """``trial`` with MediaPipe-like metric landmarks: its true keypoints hip-centred, ``scale``
+    times too large and jittered uniformly by +-``jitter_m`` (as make_trial's ``world``)."""
+    seq = trial.keypoints
+    names = seq.layout.keypoint_names
+    cols = [i for i, n in enumerate(names) if np.isfinite(seq.xy[:, i]).all()]
+    kps = trial.keypoints_camera                                           # (T, K, 3), layout order of cols
+    hips = [[names[i] for i in cols].index(n) for n in ("left_hip", "right_hip")]
+    rel = kps - kps[:, hips].mean(dim=1, keepdim=True)
+    gen = torch.Generator().manual_seed(seed)
+    jitter = (torch.rand(rel.shape, generator=gen) * 2 - 1) * jitter_m
+    world = np.full(seq.xy.shape[:2] + (3,), np.nan)
+    world[:, cols] = (rel * scale + jitter).numpy()
+    return dataclasses.replace(trial, keypoints=dataclasses.replace(seq, world_xyz=world))
+
+
+def squat_case(fitter: KeypointFit, heading: float, frames: int,
+               world: bool) -> tuple[dict[str, float], float, float, float, float]:
+    """Vertex errors (m) and (true, fitted) knee and hip flexion (deg) at the deepest frame."""
     body = fitter.body
     times = torch.linspace(0.0, 1.2, frames)                   # half of squat's 2.4 s period: down only
     trial = make_posed_trial(body, BLAZEPOSE33, body.neutral_shape, squat(body, times).pose, times,
                              heading_deg=heading, seed=3)
+    trial = with_world(trial) if world else trial
     fit = fitter.fit(trial.keypoints)
     truth = trial.vertices_camera @ torch.tensor(fit.ground_from_camera).T + torch.tensor(fit.ground_offset)
-    err = vertex_errors(torch.tensor(fit.vertices), truth)["procrustes"]
+    errs = vertex_errors(torch.tensor(fit.vertices), truth)
     knee, hip = body.pose_joint_names.index("lowerleg01.L"), body.pose_joint_names.index("upperleg01.L")
     deg = [math.degrees(float(p[-1, j, 0])) for p in (trial.pose, torch.tensor(fit.pose)) for j in (knee, hip)]
-    return err, deg[0], deg[2], -deg[1], -deg[3]
+    return errs, deg[0], deg[2], -deg[1], -deg[3]
 
 
 def main_squat(fitter: KeypointFit, frames: int) -> None:
-    print(f"keypoint-fit squat, 2D only, {frames} frames standing -> deepest; knee/hip flexion in deg")
+    print(f"keypoint-fit squat, {frames} frames standing -> deepest; errors in mm, knee/hip flexion in deg")
     for heading in (90.0, 30.0):
-        err, knee_t, knee_f, hip_t, hip_f = squat_case(fitter, heading, frames)
-        print(f"heading {heading:4.0f} deg: procrustes {err * 1e3:6.1f} mm | knee true {knee_t:5.0f} fit "
-              f"{knee_f:5.0f} | hip true {hip_t:5.0f} fit {hip_f:5.0f}", flush=True)
+        for label, world in (("2D", False), ("2D+3D", True)):
+            errs, knee_t, knee_f, hip_t, hip_f = squat_case(fitter, heading, frames, world)
+            print(f"heading {heading:4.0f} deg {label:6s}: absolute {errs['absolute'] * 1e3:6.1f} procrustes "
+                  f"{errs['procrustes'] * 1e3:6.1f} mm | knee true {knee_t:5.0f} fit {knee_f:5.0f} | "
+                  f"hip true {hip_t:5.0f} fit {hip_f:5.0f}", flush=True)
 
 
 def main() -> None:
