@@ -24,6 +24,7 @@ from torch import Tensor
 
 from opensim_biopose.errors import InputError
 from opensim_biopose.kinematics.functions import PolynomialSpec
+from opensim_biopose.kinematics.osim_reader import AxisSpec, JointSpec
 
 # Finite-difference probe (rad / m) used to find which coordinates move which bodies; large
 # enough to be far above round-off, any non-zero motion counts.
@@ -308,7 +309,7 @@ def euler_root_coordinates(form: EulerRoot, q: Tensor, target: RootPose) -> Tens
     return out
 
 
-def _linear_axis(axis, root: list[int]) -> tuple[int, float, float] | None:
+def _linear_axis(axis: AxisSpec, root: list[int]) -> tuple[int, float, float] | None:
     """(coordinate, gain, offset) of an axis whose value is gain * q + offset of a root coordinate."""
     f = axis.function
     if axis.coordinate not in root or not isinstance(f, PolynomialSpec) or len(f.coefficients) != 2:
@@ -317,7 +318,7 @@ def _linear_axis(axis, root: list[int]) -> tuple[int, float, float] | None:
     return (axis.coordinate, gain, offset) if gain != 0.0 else None
 
 
-def _euler_candidate(joint, root: list[int]) -> EulerRoot | None:
+def _euler_candidate(joint: JointSpec, root: list[int]) -> EulerRoot | None:
     """The closed form from the root joint's axes, or None when they do not have its shape."""
     if joint.parent != -1:
         return None
@@ -439,6 +440,8 @@ def solve_root_coordinates(sk, q: Tensor, layout: ModelLayout, target: RootPose,
     Returns:
         (B, n) with the root coordinates solved (rotations wrapped to (-pi, pi]).
 
+    With ``layout.root_closed_form`` (the usual floating base) this is a closed form
+    (:func:`euler_root_coordinates`, middle angle in [-pi/2, pi/2]). Otherwise, Gauss-Newton:
     Euler-type root joints have several local minima, so each frame starts with its yaw
     coordinate at the target's heading (or, without a yaw coordinate, from a coarse grid of
     3 values per rotational root coordinate, keeping the best after two Gauss-Newton steps).
