@@ -7,6 +7,15 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# Anny phenotypes (gender, age, muscle, weight, height, proportions): the neutral body, then the
+# corners that stress virtual-marker placement the most (height kept in 0.25-0.75, see DESIGN.md).
+ANNY_SHAPES = {
+    "neutral": (0.5, 0.5, 0.5, 0.5, 0.5, 0.5),
+    "short-light-female": (0.0, 0.5, 0.0, 0.0, 0.25, 0.0),
+    "tall-heavy-male": (1.0, 0.5, 1.0, 1.0, 0.75, 1.0),
+    "old-muscular": (1.0, 1.0, 1.0, 0.5, 0.5, 0.5),
+    "young-adult-thin-tall": (0.0, 0.35, 0.0, 0.0, 0.75, 1.0),
+}
 SHARED_DATA = Path(os.environ.get("BIOPOSE_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 

@@ -13,21 +13,14 @@ import torch
 
 pytest.importorskip("anny")
 
+from conftest import ANNY_SHAPES  # noqa: E402
 from opensim_biopose.body.anny_model import AnnyBody  # noqa: E402
 from opensim_biopose.body.frames import ANNY_FRAME, to_opensim_ground  # noqa: E402
 from opensim_biopose.body.markers import VirtualMarkerSet, load_marker_set  # noqa: E402
 from opensim_biopose.errors import InputError  # noqa: E402
 from opensim_biopose.plugins import get_registry  # noqa: E402
 
-# (gender, age, muscle, weight, height, proportions): the neutral body, then the corners that
-# stress marker placement the most (height kept in 0.25-0.75, see DESIGN.md).
-SHAPES = {
-    "neutral": (0.5, 0.5, 0.5, 0.5, 0.5, 0.5),
-    "short-light-female": (0.0, 0.5, 0.0, 0.0, 0.25, 0.0),
-    "tall-heavy-male": (1.0, 0.5, 1.0, 1.0, 0.75, 1.0),
-    "old-muscular": (1.0, 1.0, 1.0, 0.5, 0.5, 0.5),
-    "young-adult-thin-tall": (0.0, 0.35, 0.0, 0.0, 0.75, 1.0),
-}
+SHAPES = ANNY_SHAPES
 SIDES = ("L", "R")
 
 

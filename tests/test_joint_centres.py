@@ -14,17 +14,12 @@ import torch
 
 pytest.importorskip("anny")
 
+from conftest import ANNY_SHAPES  # noqa: E402
 from opensim_biopose.body.anny_model import POSE_BONES, AnnyBody, AnnyConfig  # noqa: E402
 from opensim_biopose.body.markers import load_marker_set  # noqa: E402
 from opensim_biopose.body.markers.joint_centres import JOINT_CENTRES, JointCentreConfig, derive  # noqa: E402
 
-SHAPES = {
-    "neutral": (0.5, 0.5, 0.5, 0.5, 0.5, 0.5),
-    "short-light-female": (0.0, 0.5, 0.0, 0.0, 0.25, 0.0),
-    "tall-heavy-male": (1.0, 0.5, 1.0, 1.0, 0.75, 1.0),
-    "old-muscular": (1.0, 1.0, 1.0, 0.5, 0.5, 0.5),
-    "young-adult-thin-tall": (0.0, 0.35, 0.0, 0.0, 0.75, 1.0),
-}
+SHAPES = ANNY_SHAPES
 STEPS = 21
 
 

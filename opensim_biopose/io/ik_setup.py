@@ -161,19 +161,24 @@ def _check_coordinate_file(
         )
 
 
+def _parse(path: str | os.PathLike[str]) -> tuple[Path, ET.Element]:
+    """(resolved path, XML root) of an IK setup; InputError if it is missing or not XML."""
+    setup = Path(path).resolve()
+    if not setup.is_file():
+        raise InputError(f"IK setup file {setup} does not exist")
+    try:
+        return setup, ET.parse(setup).getroot()
+    except ET.ParseError as exc:
+        raise InputError(f"IK setup file {setup} is not valid XML: {exc}") from exc
+
+
 def read_ik_setup(path: str | os.PathLike[str]) -> IKSetup:
     """Parse an IK setup XML; model and marker files must exist.
 
     Raises:
         InputError: missing/malformed setup, no InverseKinematicsTool element, missing inputs.
     """
-    setup = Path(path).resolve()
-    if not setup.is_file():
-        raise InputError(f"IK setup file {setup} does not exist")
-    try:
-        root = ET.parse(setup).getroot()
-    except ET.ParseError as exc:
-        raise InputError(f"IK setup file {setup} is not valid XML: {exc}") from exc
+    setup, root = _parse(path)
     tool = root if root.tag == "InverseKinematicsTool" else root.find("InverseKinematicsTool")
     if tool is None:
         raise InputError(f"{setup} has no <InverseKinematicsTool> element; is it an IK setup file?")
@@ -204,11 +209,5 @@ def read_ik_setup(path: str | os.PathLike[str]) -> IKSetup:
 def read_coordinate_tasks(path: str | os.PathLike[str]) -> tuple[CoordinateTask, ...]:
     """The ``IKCoordinateTask`` s of an IK setup, without checking its model or marker files
     (training NeurIK reads only the task set)."""
-    setup = Path(path).resolve()
-    if not setup.is_file():
-        raise InputError(f"IK setup file {setup} does not exist")
-    try:
-        root = ET.parse(setup).getroot()
-    except ET.ParseError as exc:
-        raise InputError(f"IK setup file {setup} is not valid XML: {exc}") from exc
+    setup, root = _parse(path)
     return tuple(_coordinate_task(n, setup) for n in root.iter("IKCoordinateTask"))
