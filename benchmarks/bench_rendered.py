@@ -18,6 +18,7 @@ The target (issue 6) is <= 5 deg mean over the 12 DoFs for the side and 45 deg v
 
     python benchmarks/bench_rendered.py [--views side 45deg front] [--motions gait squat ...]
                                         [--seconds 2.0] [--json out.json]
+                                        [--fit-option weight_upright=0.3 ...]
     python benchmarks/bench_rendered.py --demo     # the shipped demo video against its JSON truth
 
 Needs the anny and render extras, MediaPipe and offscreen OpenGL (EGL). Runs on one thread.
@@ -31,6 +32,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -72,7 +74,7 @@ class ClipResult:
 
 
 def run_clip(body, markers, view: str, motion: str, seconds: float, seed: int, work: Path,
-             known_focal: bool, known_height: bool) -> ClipResult:
+             known_focal: bool, known_height: bool, fit_options: dict[str, Any] | None = None) -> ClipResult:
     """Render one clip, run the pipeline on it, compare with the oracle."""
     from opensim_biopose.render.clip import ClipSpec, render_clip
     from opensim_biopose.render.motions import sample_adult_shapes
@@ -85,24 +87,28 @@ def run_clip(body, markers, view: str, motion: str, seconds: float, seed: int, w
     write_video(clip.frames, video, clip.spec.fps)
     focal = clip.rig.intrinsics.focal_px if known_focal else None
     height = clip.stature_m if known_height else None
-    return evaluate(video, view, motion, clip.sequence.marker_names, clip.sequence.markers, focal, height, marker_set)
+    return evaluate(video, view, motion, clip.sequence.marker_names, clip.sequence.markers, focal, height, marker_set,
+                    fit_options)
 
 
 def evaluate(video: Path, view: str, motion: str, marker_names: tuple[str, ...], truth: np.ndarray,
-             focal_px: float | None, height_m: float | None, marker_set: str) -> ClipResult:
+             focal_px: float | None, height_m: float | None, marker_set: str,
+             fit_options: dict[str, Any] | None = None) -> ClipResult:
     """Run the pipeline on ``video`` and compare it with the oracle of the true markers (T, M, 3) m.
 
     ``focal_px``: the camera's focal length given to the pipeline (a calibrated camera), or None
     to let it estimate one from the image size. ``height_m``: the subject's stature (OpenCap asks
     for it too: one camera cannot tell a small near person from a tall far one), or None.
     ``marker_set``: the versioned virtual marker set of ``truth``; the pipeline uses the same one.
+    ``fit_options``: KeypointFitConfig fields overriding the mesh fit's defaults (MeshStageConfig.options).
     """
     from opensim_biopose.detect.frontend import DetectConfig
     from opensim_biopose.pipeline import (MeshStageConfig, PipelineConfig, ReportStageConfig, SolverConfig,
                                          SubjectConfig, run_pipeline)
 
     # Without shipped NeurIK weights, refinement starts from the default pose (training takes minutes).
-    config = PipelineConfig(detect=DetectConfig(focal_length_px=focal_px), mesh=MeshStageConfig(marker_set=marker_set),
+    mesh = MeshStageConfig(marker_set=marker_set, options=dict(fit_options or {}))
+    config = PipelineConfig(detect=DetectConfig(focal_length_px=focal_px), mesh=mesh,
                             subject=SubjectConfig(height_m=height_m),
                             solver=SolverConfig(train=False), report=ReportStageConfig(enabled=False))
     t0 = time.perf_counter()
@@ -152,6 +158,17 @@ def print_table(results: list[ClipResult]) -> None:
         print(f"side + 45deg views: 12-DoF mean {np.mean(target):.1f} deg (target <= 5 deg)")
 
 
+def parse_fit_option(text: str) -> tuple[str, Any]:
+    """``NAME=VALUE`` -> (NAME, VALUE as a JSON literal when it parses as one, else the string)."""
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"--fit-option wants NAME=VALUE (a KeypointFitConfig field), got {text!r}")
+    try:
+        return name, json.loads(value)
+    except json.JSONDecodeError:
+        return name, value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--views", nargs="+", default=["side", "45deg", "front"])
@@ -162,9 +179,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="do not tell the pipeline the camera's focal length (it then estimates one)")
     parser.add_argument("--unknown-height", action="store_true",
                         help="do not tell the pipeline the subject's stature (body size then rests on the fit)")
+    parser.add_argument("--fit-option", type=parse_fit_option, action="append", default=[], metavar="NAME=VALUE",
+                        help="override a KeypointFitConfig field of the mesh fit (repeatable), e.g. weight_upright=0.3")
     parser.add_argument("--demo", action="store_true",
                         help="only the shipped demo video (opensim_biopose/demo) against its JSON truth")
     args = parser.parse_args(argv)
+    fit_options = dict(args.fit_option)
     torch.set_num_threads(1)
     from opensim_biopose.body.anny_model import AnnyBody
     from opensim_biopose.body.markers import load_marker_set
@@ -181,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         focal = None if args.unknown_focal else float(truth.camera["fx"])
         height = None if args.unknown_height else truth.stature_m
         results = [evaluate(DEMO_VIDEO, DEMO_SPEC.view, DEMO_SPEC.motion + " (demo)", truth.marker_names, truth.markers,
-                            focal, height, truth.marker_set)]
+                            focal, height, truth.marker_set, fit_options)]
         print_table(results)
         return 0
     body, markers = AnnyBody(), load_marker_set("anny-pig53")
@@ -189,14 +209,16 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench_rendered_") as work:
         for i, (view, motion) in enumerate((v, m) for v in args.views for m in args.motions):
             r = run_clip(body, markers, view, motion, args.seconds, seed=100 + i, work=Path(work),
-                         known_focal=not args.unknown_focal, known_height=not args.unknown_height)
+                         known_focal=not args.unknown_focal, known_height=not args.unknown_height,
+                         fit_options=fit_options)
             print(f"{view:<7}{motion:<14} 12-DoF {r.mean12:5.1f} deg, arms {r.mean_arm:5.1f} deg, "
                   f"markers {r.markers_mm:4.0f} mm, {r.fps:.2f} frames/s", flush=True)
             results.append(r)
     print_table(results)
     print(f"focal length {'estimated by the pipeline' if args.unknown_focal else 'given (calibrated camera)'}; "
           f"stature {'not given' if args.unknown_height else 'given'}; clips of {args.seconds:g} s; "
-          "no NeurIK weights -> refinement from the default pose unless cached")
+          "no NeurIK weights -> refinement from the default pose unless cached"
+          + (f"; fit options {fit_options}" if fit_options else ""))
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in results], indent=1))
     return 0
