@@ -142,3 +142,28 @@ def test_registry_lists_body_models_and_marker_sets() -> None:
     assert {"anny", "smpl", "smplh", "smplx"} <= set(reg.entries["body_models"])
     assert "anny-pig53" in reg.entries["marker_sets"]
     assert "keypoint-fit" in reg.entries["mesh_backends"]
+
+
+def test_anny_vertex_subset_matches_full_model_with_gradients(anny_body) -> None:
+    """The fit's vertex subset (BlazePose keypoints' vertices, which follow about half of the bones)
+    gives the full model's vertices, joints and shape/pose gradients, for a random pose and body."""
+    body = anny_body
+    ids, _ = body.keypoint_regressor().sparsified(32).compact()
+    gen = torch.Generator().manual_seed(7)
+    pose = (torch.rand(3, len(body.pose_joint_names), 3, generator=gen) - 0.5) * 1.2      # +-34 deg
+    shape = torch.rand(1, len(body.shape_names), generator=gen)
+    weights = torch.rand(3, ids.shape[0], 3, generator=gen)
+    results = []
+    for subset in (False, True):
+        p, s = pose.clone().requires_grad_(True), shape.clone().requires_grad_(True)
+        out = body(p, s, vertex_ids=ids if subset else None)
+        verts = out.vertices if subset else out.vertices[:, ids]
+        (verts * weights).sum().backward()
+        results.append((verts.detach(), out.joints.detach(), p.grad, s.grad))
+    (v_full, j_full, gp_full, gs_full), (v_sub, j_sub, gp_sub, gs_sub) = results
+    assert (v_sub - v_full).abs().max() < 1e-5, "subset vertices differ from the full model's by > 0.01 mm"
+    followed = ~torch.isnan(j_sub[0, :, 0])
+    assert 10 < int(followed.sum()) < j_full.shape[1], "the subset should follow some, not all, bones"
+    assert (j_sub[:, followed] - j_full[:, followed]).abs().max() < 1e-5
+    for grad_sub, grad_full in ((gp_sub, gp_full), (gs_sub, gs_full)):
+        assert (grad_sub - grad_full).abs().max() < 1e-4 * (1.0 + grad_full.abs().max())

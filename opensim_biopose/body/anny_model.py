@@ -126,6 +126,7 @@ class AnnyBody(BodyModel):
         self._num_bones = len(labels)
         self._faces = self._anny.get_triangular_faces().to(torch.long)
         self._regressor: VertexRegressor | None = None
+        self._subsets: dict[tuple[int, bytes], _VertexSubset] = {}
 
     @property
     def pose_joint_names(self) -> tuple[str, ...]:
@@ -168,19 +169,23 @@ class AnnyBody(BodyModel):
         dtype = self.config.dtype
         anny = self._anny
         rot = axis_angle_to_matrix(pose.to(dtype))                        # (B, P, 3, 3)
-        deltas = torch.eye(4, dtype=dtype).repeat(batch, self._num_bones, 1, 1)
-        deltas = _scatter_rotations(deltas, self._bone_index, rot)
         no_extra = shape.new_zeros(shape.shape[0], 0)
         coeffs = anny._get_phenotype_blendshape_coefficients(shape.to(dtype), no_extra, no_extra)
-        rest = anny.get_rest_model(coeffs)                                # rest mesh of each shape
-        transforms, bone_poses = anny.get_bone_transforms(deltas, rest["rest_bone_poses"])
-        rest_vertices = rest["rest_vertices"]
-        if vertex_ids is None:
-            vertices = anny.get_skinned_vertices(rest_vertices.expand(transforms.shape[0], -1, -1), transforms)
+        if vertex_ids is None or anny.bone_orientation != "cached" or anny.rest_orientation_refiner is not None:
+            deltas = _scatter_rotations(torch.eye(4, dtype=dtype).repeat(batch, self._num_bones, 1, 1),
+                                        self._bone_index, rot)
+            rest = anny.get_rest_model(coeffs)                            # rest mesh of each shape
+            transforms, bone_poses = anny.get_bone_transforms(deltas, rest["rest_bone_poses"])
+            if vertex_ids is None:
+                vertices = anny.get_skinned_vertices(rest["rest_vertices"].expand(transforms.shape[0], -1, -1),
+                                                     transforms)
+            else:
+                ids = vertex_ids.to(torch.long)
+                vertices = skin_subset(rest["rest_vertices"][:, ids], anny.vertex_bone_weights[ids],
+                                       anny.vertex_bone_indices[ids], transforms)
+            joints = bone_poses[..., :3, 3]
         else:
-            vertices = skin_subset(rest_vertices[:, vertex_ids], anny.vertex_bone_weights[vertex_ids],
-                                   anny.vertex_bone_indices[vertex_ids], transforms)
-        joints = bone_poses[..., :3, 3]
+            vertices, joints = self._forward_subset(rot, coeffs, self._subset(vertex_ids))
         if vertices.shape[0] != batch:
             vertices = vertices.expand(batch, -1, -1)
             joints = joints.expand(batch, -1, -1)
@@ -188,6 +193,43 @@ class AnnyBody(BodyModel):
             vertices = vertices + transl.to(dtype)[:, None, :]
             joints = joints + transl.to(dtype)[:, None, :]
         return BodyOutput(vertices=vertices, joints=joints)
+
+    def _forward_subset(self, rot: torch.Tensor, coeffs: torch.Tensor,
+                        subset: _VertexSubset) -> tuple[torch.Tensor, torch.Tensor]:
+        """Vertices (B, N, 3) of a vertex subset and joints (B, 104, 3) (NaN for the bones it does not
+        follow) for pose-bone rotations (B, P, 3, 3) and blend-shape coefficients (S, C), S = 1 or B.
+
+        The same values as the full model's rows (to float32 rounding; tests/test_body.py), from
+        only what those vertices depend on: their rest positions (Anny blends all 13,718, which
+        with its gradient was ~half of a fit's time) and the L bones they follow with their
+        ancestors (54 of 104 for BlazePose keypoints) in forward kinematics.
+        """
+        from anny.utils import kinematics
+
+        anny, batch = self._anny, rot.shape[0]
+        rest_vertices = subset.template[None] + torch.einsum("cpd,bc->bpd", subset.blendshapes, coeffs)
+        rest_bones = _rest_bone_poses(subset, coeffs, anny.root_identity_orientation)     # (S, L, 4, 4)
+        deltas = torch.eye(4, dtype=rot.dtype).repeat(batch, subset.bone_ids.shape[0], 1, 1)
+        deltas[:, subset.pose_to_bone, :3, :3] = rot[:, subset.pose_rows]
+        transforms, bone_poses = kinematics.forward_kinematic(
+            subset.chain, rest_bones.expand(batch, -1, -1, -1), deltas, anny.pose_parameterization,
+            subset.reference_orientations)
+        vertices = skin_subset(rest_vertices, subset.weights, subset.bones, transforms)
+        joints = torch.full((batch, self._num_bones, 3), torch.nan, dtype=rot.dtype)
+        joints = joints.index_copy(1, subset.bone_ids, bone_poses[..., :3, 3])
+        return vertices, joints
+
+    def _subset(self, vertex_ids: torch.Tensor) -> _VertexSubset:
+        """Anny's data for ``vertex_ids`` and the bones they follow, sliced once per subset."""
+        ids = vertex_ids.to(torch.long)
+        key = (ids.shape[0], ids.numpy().tobytes())
+        subset = self._subsets.get(key)
+        if subset is None:
+            subset = _VertexSubset.build(self._anny, ids, self._bone_index)
+            if len(self._subsets) >= 4:        # a fit uses one subset; keep a few, not every one ever asked
+                self._subsets.pop(next(iter(self._subsets)))
+            self._subsets[key] = subset
+        return subset
 
     @property
     def keypoint_names(self) -> tuple[str, ...]:
@@ -201,6 +243,73 @@ class AnnyBody(BodyModel):
             self._regressor = VertexRegressor.from_rows(rows)
             self._regressor.check_vertex_count(self.num_vertices, KEYPOINT_FILE)
         return self._regressor
+
+
+@dataclass(frozen=True)
+class _VertexSubset:
+    """Anny's data restricted to N vertices and the L bones they follow (with their ancestors, in
+    Anny's order, the root first): template (N, 3) m, blend shapes (C, N, 3) m, skinning weights
+    and bone positions in the L (N, k); the bones' Anny indices (L,), their kinematic chain,
+    template heads (L, 3) and head blend shapes (C, L, 3), orientation cross-covariances (L, 3, 3)
+    and their blend shapes (C, L, 3, 3), reference orientations (L, 3, 3); the pose rows whose
+    bone is among the L and those bones' positions in the L."""
+
+    template: torch.Tensor
+    blendshapes: torch.Tensor
+    weights: torch.Tensor
+    bones: torch.Tensor
+    bone_ids: torch.Tensor
+    chain: tuple
+    heads: torch.Tensor
+    head_blendshapes: torch.Tensor
+    orientations: torch.Tensor
+    orientation_blendshapes: torch.Tensor
+    reference_orientations: torch.Tensor | None
+    pose_rows: torch.Tensor
+    pose_to_bone: torch.Tensor
+
+    @classmethod
+    def build(cls, anny, ids: torch.Tensor, pose_bones: torch.Tensor) -> _VertexSubset:
+        from anny.utils import kinematics
+
+        weights, bones = anny.vertex_bone_weights[ids], anny.vertex_bone_indices[ids].to(torch.long)
+        parents = [int(p) for p in anny.bone_parents]
+        needed: set[int] = {0}
+        for bone in bones[weights > 0].tolist():
+            while bone >= 0 and bone not in needed:
+                needed.add(bone)
+                bone = parents[bone]
+        order = sorted(needed)                                   # the root (0) first, parents anywhere
+        position = {b: i for i, b in enumerate(order)}
+        local = torch.tensor([position.get(b, 0) for b in range(len(parents))])
+        bone_ids = torch.tensor(order)
+        pose_rows = [i for i, b in enumerate(pose_bones.tolist()) if b in position]
+        ref = anny.reference_bone_orientations
+        return cls(template=anny.template_vertices[ids].clone(), blendshapes=anny.blendshapes[:, ids].clone(),
+                   weights=weights.clone(), bones=local[bones],
+                   bone_ids=bone_ids,
+                   chain=kinematics.get_kinematic_chain([-1] + [position[parents[b]] for b in order[1:]]),
+                   heads=anny.template_bone_heads[bone_ids].clone(),
+                   head_blendshapes=anny.bone_heads_blendshapes[:, bone_ids].clone(),
+                   orientations=anny.bone_template_orientation_matrices[bone_ids].clone(),
+                   orientation_blendshapes=anny.bone_orientation_blendshapes[:, bone_ids].clone(),
+                   reference_orientations=None if ref is None else ref[bone_ids].clone(),
+                   pose_rows=torch.tensor(pose_rows, dtype=torch.long),
+                   pose_to_bone=torch.tensor([position[int(pose_bones[i])] for i in pose_rows], dtype=torch.long))
+
+
+def _rest_bone_poses(subset: _VertexSubset, coeffs: torch.Tensor, root_identity: bool) -> torch.Tensor:
+    """(S, L, 4, 4) rest poses of the subset's bones for blend-shape coefficients (S, C), as Anny
+    0.6.2's ``_get_cached_rest_model`` computes them (heads and the orientations' cross-covariances
+    are linear in the coefficients; orientations by a special Procrustes), bone by bone."""
+    import roma
+
+    heads = subset.heads[None] + torch.einsum("cpd,bc->bpd", subset.head_blendshapes, coeffs)
+    cross = subset.orientations[None] + torch.einsum("ba,akij->bkij", coeffs, subset.orientation_blendshapes)
+    poses = roma.Rigid(linear=roma.special_procrustes(cross), translation=heads).to_homogeneous()
+    if root_identity:
+        poses[:, 0, :3, :3] = torch.eye(3, dtype=poses.dtype)
+    return poses
 
 
 def skin_subset(rest: torch.Tensor, weights: torch.Tensor, bones: torch.Tensor,
