@@ -16,7 +16,7 @@ the cases after Procrustes and after centring only (issue 5: <= 35 mm and <= 80 
 (7% too large, +-2 cm); printed: absolute and Procrustes vertex error and the deepest frame's
 true vs fitted left knee and hip flexion (deg).
 
-    .venv/bin/python benchmarks/bench_fit.py [--frames 30] [--quick] [--squat]
+    .venv/bin/python benchmarks/bench_fit.py [--frames 30] [--quick] [--squat] [--iterations N]
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ import torch
 from opensim_biopose.body.anny_model import AnnyBody
 from opensim_biopose.body.markers import load_marker_set
 from opensim_biopose.detect.layouts import BLAZEPOSE33
-from opensim_biopose.mesh.keypoint_fit import KeypointFit
+from opensim_biopose.mesh.keypoint_fit import KeypointFit, KeypointFitConfig
 from opensim_biopose.mesh.synthetic import (SyntheticTrial, make_posed_trial, make_trial, procrustes_align,
                                             vertex_errors)
 from opensim_biopose.render.motions import squat
@@ -110,9 +110,12 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=30)
     parser.add_argument("--quick", action="store_true", help="first two cases only")
     parser.add_argument("--squat", action="store_true", help="deep-flexion squat check instead")
+    parser.add_argument("--iterations", type=int, default=None,
+                        help="objective evaluations of the full stage (default: KeypointFitConfig's)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    fitter = KeypointFit(AnnyBody(), load_marker_set("anny-pig53"))
+    config = KeypointFitConfig() if args.iterations is None else KeypointFitConfig(iterations=args.iterations)
+    fitter = KeypointFit(AnnyBody(), load_marker_set("anny-pig53"), config)
     if args.squat:
         main_squat(fitter, min(args.frames, 12))
         return
