@@ -163,7 +163,8 @@ class AnnyBody(BodyModel):
                 vertex_ids: torch.Tensor | None = None) -> BodyOutput:
         """(B, P, 3) rad, (1|B, 6) phenotypes, (B, 3) m -> vertices (B, 13718 or N, 3), joints (B, 104, 3).
 
-        ``vertex_ids`` (N,): skin only these vertices (a fit needs a few hundred of 13,718).
+        ``vertex_ids`` (N,): skin only these vertices (a fit needs a few hundred of 13,718); the
+        joints of bones those vertices do not follow are then NaN (not computed).
         """
         batch = check_pose_shape(self, pose, shape)
         dtype = self.config.dtype
