@@ -153,10 +153,13 @@ class FrameQuality:
 
 @dataclass(frozen=True)
 class StageTimings:
-    """Wall-clock seconds per stage; ``detector_s`` is the part of ``detect_s`` inside the detector."""
+    """Wall-clock seconds per stage; ``detector_s`` is the part of ``detect_s`` inside the detector;
+    ``body_load_s`` builds the body model / mesh backend (once per process, ~2 s for Anny: not
+    per frame, so kept out of ``mesh_s``)."""
 
     detect_s: float = 0.0
     detector_s: float = 0.0
+    body_load_s: float = 0.0
     mesh_s: float = 0.0
     scale_s: float = 0.0
     neurik_s: float = 0.0
@@ -165,7 +168,8 @@ class StageTimings:
 
     @property
     def total_s(self) -> float:
-        return self.detect_s + self.mesh_s + self.scale_s + self.neurik_s + self.refine_s + self.report_s
+        return (self.detect_s + self.body_load_s + self.mesh_s + self.scale_s + self.neurik_s + self.refine_s
+                + self.report_s)
 
 
 @dataclass(frozen=True)
@@ -343,13 +347,19 @@ class ModelPair:
     stature_m: float
 
 
-def run_mesh(keypoints: KeypointSequence, config: MeshStageConfig) -> MeshFit:
-    """The body fitted to ``keypoints`` (every frame, or every k-th frame interpolated to all)."""
+def mesh_backend(config: MeshStageConfig):
+    """The configured mesh backend with its body model built (the slow part for Anny)."""
     from opensim_biopose.plugins import get_registry
 
     options = {"keep_vertices": False, **config.options} if config.backend == "keypoint-fit" else dict(config.options)
-    backend = get_registry().create("mesh_backends", config.backend, body_model=config.body_model,
-                                    marker_set=config.marker_set, **options)
+    return get_registry().create("mesh_backends", config.backend, body_model=config.body_model,
+                                 marker_set=config.marker_set, **options)
+
+
+def run_mesh(keypoints: KeypointSequence, config: MeshStageConfig, backend=None) -> MeshFit:
+    """The body fitted to ``keypoints`` (every frame, or every k-th frame interpolated to all);
+    ``backend``: one from :func:`mesh_backend` for ``config`` (None: built here)."""
+    backend = backend if backend is not None else mesh_backend(config)
     rows = fit_rows(keypoints.times, keypoints.fps, config.max_fit_rate_hz)
     if len(rows) == keypoints.num_frames:
         return backend.fit(keypoints)
@@ -609,8 +619,10 @@ def run_pipeline(video: str | os.PathLike[str], config: PipelineConfig = Pipelin
         keypoints = detect_video(video, config=config.detect, timing=front)
     if not keypoints.detected.any():
         raise InputError(f"video {video}: nobody was detected in any of its {keypoints.num_frames} frames")
+    with clock.stage("body", f"loading body model {config.mesh.body_model}"):
+        backend = mesh_backend(config.mesh)
     with clock.stage("mesh", f"fitting body model {config.mesh.body_model} to {keypoints.num_frames} frames", video):
-        fit = run_mesh(keypoints, config.mesh)
+        fit = run_mesh(keypoints, config.mesh, backend)
     times = np.asarray(fit.times, np.float64)
     with clock.stage("scale", f"scaling {model.path.name} to the subject"):
         markers = subject_markers(fit, model, config.subject, config.scaling)
@@ -626,7 +638,8 @@ def run_pipeline(video: str | os.PathLike[str], config: PipelineConfig = Pipelin
         solved = fit_scaled_model(model, factors, markers, q0, config, Path(work), from_default=how != "NeurIK")
     if config.solver.refine and how == "NeurIK":
         how = "NeurIK + refinement"
-    timings = StageTimings(detect_s=clock.seconds["detect"], detector_s=front.detector_s, mesh_s=clock.seconds["mesh"],
+    timings = StageTimings(detect_s=clock.seconds["detect"], detector_s=front.detector_s,
+                           body_load_s=clock.seconds["body"], mesh_s=clock.seconds["mesh"],
                            scale_s=clock.seconds["scale"], neurik_s=clock.seconds["neurik"],
                            refine_s=clock.seconds["refine"])
     sk = model.skeleton

@@ -79,6 +79,10 @@ def test_result_arrays_have_the_promised_shapes_and_units(run_result):
     model_markers = {marker_set.get(i).getName() for i in range(marker_set.getSize())}
     # Every model marker has its virtual marker; the 12 joint centres of anny-pig53 v3 go to the .trc only.
     assert model_markers <= set(result.marker_names) and len(set(result.marker_names) - model_markers) == 12
+    # Stage times: the one-off body model load is its own stage, not part of the per-frame fit.
+    tm = result.timings
+    assert tm.body_load_s > 0 and tm.mesh_s > 0 and tm.detect_s > 0
+    assert tm.total_s >= tm.body_load_s + tm.mesh_s + tm.detect_s
 
 
 def test_outputs_load_in_opensim_and_nothing_is_left_in_the_cwd(run_result):

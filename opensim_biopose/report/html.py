@@ -86,7 +86,7 @@ def _summary_rows(result: BioPoseResult) -> list[tuple[str, str]]:
         ("marker RMS (mean / max frame)", f"{1000 * np.nanmean(q.marker_rms_m):.1f} / {1000 * np.nanmax(q.marker_rms_m):.1f} mm"),
         ("fit residual (median)", f"{np.nanmedian(q.fit_residual_px):.1f} px ({100 * np.nanmedian(q.fit_residual):.1f}% of body size)"),
         ("doubtful frames", f"{int((~q.good).sum())} of {result.num_frames}"),
-        ("time per stage (s)", f"detect {t.detect_s:.1f}, mesh {t.mesh_s:.1f}, scale {t.scale_s:.1f}, "
+        ("time per stage (s)", f"detect {t.detect_s:.1f}, body model load {t.body_load_s:.1f}, mesh {t.mesh_s:.1f}, scale {t.scale_s:.1f}, "
                                f"NeurIK {t.neurik_s:.1f}, refine {t.refine_s:.1f}"),
     ]
 
