@@ -289,3 +289,19 @@ def test_detect_help(capsys: pytest.CaptureFixture[str]) -> None:
         main(["detect", "--help"])
     assert exc.value.code == 0
     assert "--detector" in capsys.readouterr().out
+
+
+def test_mediapipe_segmentation_box_changes_only_the_box() -> None:
+    """The segmentation mask (off by default: it halves MediaPipe's speed at 1080p) feeds only the
+    person box: the landmarks are the same with it, and the keypoint box covers the mask's box."""
+    from opensim_biopose.detect.postprocess import box_iou
+
+    path = shared_path(*VIDEO)
+    config = DetectConfig(max_side=640, max_frames=8)
+    plain = detect_video(path, "mediapipe", config)
+    masked = detect_video(path, "mediapipe", DetectConfig(max_side=640, max_frames=8,
+                                                          detector_options={"segmentation_box": True}))
+    assert plain.detected.all() and masked.detected.all()
+    assert np.nanmax(np.abs(plain.xy - masked.xy)) < 0.5            # pixels of the 1080x1920 frame
+    ious = [box_iou(a, b) for a, b in zip(plain.boxes, masked.boxes)]
+    assert min(ious) > 0.6, ious
