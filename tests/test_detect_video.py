@@ -305,3 +305,46 @@ def test_mediapipe_segmentation_box_changes_only_the_box() -> None:
     assert np.nanmax(np.abs(plain.xy - masked.xy)) < 0.5            # pixels of the 1080x1920 frame
     ious = [box_iou(a, b) for a, b in zip(plain.boxes, masked.boxes)]
     assert min(ious) > 0.6, ious
+
+
+def test_prefetched_frames_are_the_readers_frames(tmp_path) -> None:
+    """Decoding in the producer thread changes nothing the detector sees, keeps at most ``depth``
+    frames queued, and leaving early stops the thread before the reader closes."""
+    import threading
+
+    from opensim_biopose.detect.frontend import prefetched
+    from opensim_biopose.io.video import VideoReader
+
+    video = tmp_path / "square.mp4"
+    square_video(video, n=12)
+    with VideoReader(video) as reader:
+        direct = [(f.index, f.time, f.image.copy()) for f in reader]
+    with VideoReader(video) as reader:
+        ahead = [(f.index, f.time, f.image) for f in prefetched(reader, 2)]
+    assert [(i, t) for i, t, _ in ahead] == [(i, t) for i, t, _ in direct]
+    assert all(np.array_equal(a, b) for (_, _, a), (_, _, b) in zip(ahead, direct))
+
+    produced: list[int] = []
+
+    def counted():                                  # a source that records how far it was pulled
+        for i in range(100):
+            produced.append(i)
+            yield i
+    frames = prefetched(counted(), 3)
+    assert next(frames) == 0
+    frames.close()                                  # stops and joins the producer
+    assert len(produced) <= 1 + 3 + 1               # taken + queued + the one blocked on a full queue
+    assert not any(t.name == "biopose-decode" for t in threading.enumerate())
+
+
+def test_prefetched_raises_the_decoders_error_in_the_consumer(tmp_path) -> None:
+    from opensim_biopose.detect.frontend import prefetched
+
+    def failing():
+        yield 1
+        raise InputError("video x has no decodable frame")
+    got = []
+    with pytest.raises(InputError, match="no decodable frame"):
+        for item in prefetched(failing(), 2):
+            got.append(item)
+    assert got == [1]
