@@ -3,7 +3,9 @@
 ``NeurIK.solve`` maps markers by name onto the checkpoint's marker order, runs the network
 over overlapping sliding windows, blends the windows (Hann weights), converts the root pose
 back to root coordinates and returns every coordinate of the model in OpenSim internal
-units (rad / m).
+units (rad / m). A per-frame network (one-frame windows, no temporal layers: the lab
+checkpoints) skips the window machinery and runs on all frames at once with its weights gathered
+at load (:func:`.model.run_frames`): the same network numbers, without the blending.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -20,10 +22,12 @@ from torch import Tensor
 
 from opensim_biopose.errors import CheckpointError, InputError
 from opensim_biopose.neurik.checkpoint import CheckpointMeta, load_checkpoint
-from opensim_biopose.neurik.features import decode, window_features
-from opensim_biopose.neurik.frames import project_to_rotation
+from opensim_biopose.neurik.features import (
+    decode, frame_features, predicted_coordinates, root_in_ground, window_features,
+)
+from opensim_biopose.neurik.frames import orthonormalise, project_to_rotation, rotation_6d_to_matrix
 from opensim_biopose.neurik.layout import ModelLayout, RootPose, build_layout, solve_root_coordinates
-from opensim_biopose.neurik.model import NeurIKNet, build_neurik
+from opensim_biopose.neurik.model import NeurIKNet, build_neurik, frame_weights, is_per_frame, run_frames
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +126,8 @@ class NeurIK:
         self.sk = sk
         self.layout = layout
         self.meta = meta
+        # Gathered once: a per-frame network runs on plain tensors (see model.run_frames).
+        self.frame_weights = frame_weights(net) if is_per_frame(net.cfg) else None
 
     @classmethod
     def load(cls, ckpt_path: str | os.PathLike[str], sk) -> NeurIK:
@@ -198,7 +204,42 @@ class NeurIK:
         scales = torch.exp(scales / max(scale_w, 1e-12)) if scales is not None else None
         return q_pred, root, scales
 
-    def solve(self, marker_names: Sequence[str], xyz, times, *, stride: int | None = None) -> NeurIKResult:
+    @torch.no_grad()
+    def _run_frames(self, markers: Tensor, visible: Tensor, stride: int):
+        """``_run_windows`` for a per-frame network: every frame is its own window, so there is
+        nothing to blend: each frame's answer is the network's (the windowed path's weighted mean of
+        one value equals it to float64 rounding; its SVD re-projection of the root rotation becomes
+        two Newton-Schulz steps, the same polar factor). ``stride`` is ignored (every frame is a window start)."""
+        lay = self.layout
+        inp = frame_features(markers, visible, lay)
+        out = run_frames(self.frame_weights, inp.relative[:, 0], inp.visible[:, 0], inp.centroid[:, 0])
+        q_pred = predicted_coordinates(out.coords[:, 0], lay).double()                  # (T, P)
+        root = None
+        if out.root_6d is not None and lay.has_root:
+            local = RootPose(rotation_6d_to_matrix(out.root_6d[:, 0]), out.root_position[:, 0])
+            ground = root_in_ground(local, RootPose(inp.frame.rotation[:, 0], inp.frame.position[:, 0]))
+            root = RootPose(orthonormalise(ground.rotation.double()), ground.position.double())
+        scales = None
+        if out.log_scales is not None:
+            n_vis = visible.double().sum(1)                                                # (T,)
+            total = (torch.exp(out.log_scales).double().log() * n_vis[:, None, None]).sum(0)
+            scales = torch.exp(total / max(float(n_vis.sum()), 1e-12))
+        return q_pred, root, scales
+
+    def _runner(self, inference: str) -> Callable[[NeurIK, Tensor, Tensor, int], tuple]:
+        """The network runner for ``inference`` ("auto": "frames" for a per-frame network, else "windows")."""
+        if inference == "auto":
+            inference = "frames" if self.frame_weights is not None else "windows"
+        if inference not in INFERENCE:
+            raise InputError(f"unknown NeurIK inference {inference!r}; use one of {['auto', *INFERENCE]}")
+        if inference == "frames" and self.frame_weights is None:
+            raise InputError(f"NeurIK inference 'frames' needs a per-frame network (window 1, no temporal layers); "
+                             f"this checkpoint has window {self.meta.config.window} and "
+                             f"{self.meta.config.temporal_layers} temporal layers: use 'windows' or 'auto'")
+        return INFERENCE[inference]
+
+    def solve(self, marker_names: Sequence[str], xyz, times, *, stride: int | None = None,
+              inference: str = "auto") -> NeurIKResult:
         """Coordinates for a marker trial.
 
         Args:
@@ -206,10 +247,13 @@ class NeurIK:
             xyz: (T, M, 3) marker positions in metres, OpenSim ground frame (Y up); NaN = missing.
             times: (T,) seconds.
             stride: frames between window starts (default: half a window).
+            inference: how the network runs over the trial, a key of :data:`INFERENCE` or "auto"
+                (per-frame networks: "frames", the fast path; others: "windows").
         Returns:
             NeurIKResult with q (T, n) in rad / m for every coordinate, and scale factors.
         """
         begin = time.perf_counter()
+        run = self._runner(inference)
         xyz = np.asarray(xyz.detach().cpu() if isinstance(xyz, Tensor) else xyz, dtype=np.float64)
         times = np.asarray(times, dtype=np.float64).reshape(-1)
         if xyz.ndim != 3 or xyz.shape[2] != 3 or xyz.shape[1] != len(marker_names):
@@ -227,7 +271,7 @@ class NeurIK:
         visible = torch.from_numpy(visible_np)
         w = self.meta.config.window
         windows_start = time.perf_counter()
-        q_pred, root, scales = self._run_windows(markers, visible, stride or max(1, w // 2))
+        q_pred, root, scales = run(self, markers, visible, stride or max(1, w // 2))
         root_start = time.perf_counter()
         sk_dtype = self.sk.marker_offsets.dtype
         lay = self.layout
@@ -246,3 +290,12 @@ class NeurIK:
             q_full = self.sk.fill_dependent(q.to(sk_dtype)).double()
         stages = NeurIKStages(root_start - windows_start, root_end - root_start, time.perf_counter() - begin)
         return NeurIKResult(q_full, tuple(self.sk.coordinate_names), times, scales, used, empty, stages)
+
+
+# How NeurIK.solve runs the network over a trial: "windows" blends overlapping sliding windows
+# (any network, and the reference the fast path is tested against); "frames" runs a per-frame
+# network on all frames at once without window machinery (the same numbers, see _run_frames).
+INFERENCE: dict[str, Callable[[NeurIK, Tensor, Tensor, int], tuple]] = {
+    "windows": NeurIK._run_windows,
+    "frames": NeurIK._run_frames,
+}

@@ -81,6 +81,35 @@ def window_features(markers: Tensor, visible: Tensor, layout: ModelLayout) -> Wi
     return WindowInput(relative, visible, centroid, frame)
 
 
+def frame_features(markers: Tensor, visible: Tensor, layout: ModelLayout) -> WindowInput:
+    """:func:`window_features` of T one-frame windows, without the window machinery.
+
+    Args:
+        markers: (T, M, 3) ground frame, metres (anything where not visible); visible: (T, M) bool.
+    Returns:
+        WindowInput of (T, 1, ...) tensors, equal to ``window_features(markers[:, None], visible[:, None], layout)``.
+        With one frame per window, a frame with < 3 root markers has no window mean to borrow
+        and takes its own heading frame.
+    """
+    markers = torch.nan_to_num(markers)[:, None]
+    visible = visible[:, None]
+    if layout.rigid_root:
+        h = layout.heading_markers
+        rot, pos, ok = kabsch(markers[:, :, h], visible[:, :, h], layout.root_reference)
+        if not bool(ok.all()):  # all frames, as window_features does: reductions round by batch shape
+            fallback = _heading_frame(markers, visible, layout)
+            rot = torch.where(ok[..., None, None], rot, fallback.rotation)
+            pos = torch.where(ok[..., None], pos, fallback.position)
+        frame = RootPose(rot, pos)
+    else:
+        frame = _heading_frame(markers, visible, layout)
+    local = to_frame(markers, frame.rotation, frame.position)
+    w = visible.to(markers.dtype).unsqueeze(-1)
+    centroid = (local * w).sum(2) / w.sum(2).clamp_min(1.0)
+    relative = (local - centroid.unsqueeze(2)) * w
+    return WindowInput(relative, visible, centroid, frame)
+
+
 def target_in_frame(root: RootPose, frame: RootPose) -> RootPose:
     """A ground pose (B, T, ...) expressed in the reference frames."""
     rot = frame.rotation.transpose(-1, -2) @ root.rotation
@@ -110,17 +139,30 @@ def decode(out: NeurIKOutput, inp: WindowInput, layout: ModelLayout) -> Decoded:
     b, t, _ = out.coords.shape
     dtype = out.coords.dtype
     q = layout.default_q.to(dtype).expand(b, t, -1).clone()
-    # tanh keeps every prediction inside the coordinate's range (+5 % slack for values sitting
-    # on a bound): wide ranges otherwise admit a second Euler-angle solution with the same
-    # marker positions (hip flexion +180, adduction 180 - b, rotation +180) that the marker
-    # loss happily pulls predictions into.
-    q[..., layout.predicted] = layout.centre.to(dtype) + _SLACK * layout.half_span.to(dtype) * torch.tanh(out.coords)
+    q[..., layout.predicted] = predicted_coordinates(out.coords, layout)
     if out.root_6d is not None and layout.has_root:
-        rot_l = rotation_6d_to_matrix(out.root_6d)
-        local = RootPose(rot_l, out.root_position)
-        fr, fp = inp.frame.rotation.to(dtype), inp.frame.position.to(dtype)
-        ground = RootPose(fr @ rot_l, fp + (out.root_position.unsqueeze(-2) @ fr.transpose(-1, -2)).squeeze(-2))
+        local = RootPose(rotation_6d_to_matrix(out.root_6d), out.root_position)
+        ground = root_in_ground(local, RootPose(inp.frame.rotation.to(dtype), inp.frame.position.to(dtype)))
     else:
         local = ground = None
     scales = torch.exp(out.log_scales) if out.log_scales is not None else None
     return Decoded(q, local, ground, scales)
+
+
+def predicted_coordinates(coords: Tensor, layout: ModelLayout) -> Tensor:
+    """Network coordinate outputs (..., P) -> the predicted coordinates (..., P), rad / m.
+
+    tanh keeps every prediction inside the coordinate's range (+5 % slack for values sitting
+    on a bound): wide ranges otherwise admit a second Euler-angle solution with the same
+    marker positions (hip flexion +180, adduction 180 - b, rotation +180) that the marker
+    loss happily pulls predictions into.
+    """
+    dtype = coords.dtype
+    return layout.centre.to(dtype) + _SLACK * layout.half_span.to(dtype) * torch.tanh(coords)
+
+
+def root_in_ground(local: RootPose, frame: RootPose) -> RootPose:
+    """A pose in the reference frames (rotation (..., 3, 3), position (..., 3) m) -> ground."""
+    fr = frame.rotation
+    return RootPose(fr @ local.rotation,
+                    frame.position + (local.position.unsqueeze(-2) @ fr.transpose(-1, -2)).squeeze(-2))

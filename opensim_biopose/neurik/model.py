@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -115,3 +116,117 @@ class NeurIKNet(nn.Module):
 def build_neurik(cfg: NeurIKConfig) -> NeurIKNet:
     """Factory for the network described by ``cfg``."""
     return NeurIKNet(cfg)
+
+
+# ---- per-frame inference ----------------------------------------------------------------------
+#
+# A network with one-frame windows and no temporal layers answers each frame from its own markers.
+# Inference then needs none of the module machinery: the weights are gathered once into plain
+# tensors (:class:`FrameWeights`) and :func:`run_frames` runs the same arithmetic as
+# ``NeurIKNet.forward`` on (T, ...) frames, in the same summation order, so it gives the same
+# float32 numbers (tests/test_neurik_frames.py) at a fraction of the per-call overhead.
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Block:
+    """One residual block: LayerNorm (weight, bias (d,)), then Linear (2d, d) -> GELU -> Linear (d, 2d)."""
+
+    norm_weight: Tensor
+    norm_bias: Tensor
+    norm_eps: float
+    w1: Tensor
+    b1: Tensor
+    w2: Tensor
+    b2: Tensor
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class FrameWeights:
+    """A per-frame NeurIKNet's weights as plain float32 tensors (no autograd), gathered once.
+
+    Attributes:
+        marker: (4 M, d) the per-marker projection with rows ordered (channel, marker), channels
+            x, y, z, visible: the order in which ``torch.einsum`` contracts ``btmc,mcd->btd``.
+        centroid_weight, centroid_bias: (d, 3), (d,).
+        blocks: the residual MLP blocks.
+        norm_weight, norm_bias, norm_eps: the final LayerNorm.
+        head_weight, head_bias: (P [+ 9] [+ 3 NB], d), (...): coordinate, root and scale heads stacked.
+        n_coords: P; has_root, has_scales: which heads are present.
+    """
+
+    marker: Tensor
+    centroid_weight: Tensor
+    centroid_bias: Tensor
+    blocks: tuple[_Block, ...]
+    norm_weight: Tensor
+    norm_bias: Tensor
+    norm_eps: float
+    head_weight: Tensor
+    head_bias: Tensor
+    n_coords: int
+    has_root: bool
+    has_scales: bool
+
+
+def is_per_frame(cfg: NeurIKConfig) -> bool:
+    """True when the network answers each frame from its own markers alone (window 1, no temporal layers)."""
+    return cfg.window == 1 and cfg.temporal_layers == 0
+
+
+def frame_weights(net: NeurIKNet) -> FrameWeights:
+    """Gather a per-frame network's weights (see :func:`is_per_frame`) for :func:`run_frames`."""
+    if not is_per_frame(net.cfg):
+        raise ValueError(f"frame_weights needs a per-frame network (window 1, no temporal layers), got {net.cfg}")
+
+    def plain(t: Tensor) -> Tensor:
+        return t.detach().to(torch.float32).contiguous()
+
+    d = net.cfg.d_model
+    blocks = tuple(_Block(plain(b.norm.weight), plain(b.norm.bias), b.norm.eps, plain(b.ff[0].weight),
+                          plain(b.ff[0].bias), plain(b.ff[2].weight), plain(b.ff[2].bias)) for b in net.frame)
+    heads = [net.coord_head] + [h for h in (net.root_head, net.scale_head) if h is not None]
+    return FrameWeights(
+        marker=plain(net.marker_proj.permute(1, 0, 2).reshape(4 * net.cfg.n_markers, d)),
+        centroid_weight=plain(net.centroid_proj.weight),
+        centroid_bias=plain(net.centroid_proj.bias),
+        blocks=blocks,
+        norm_weight=plain(net.norm.weight),
+        norm_bias=plain(net.norm.bias),
+        norm_eps=net.norm.eps,
+        head_weight=plain(torch.cat([h.weight for h in heads])),
+        head_bias=plain(torch.cat([h.bias for h in heads])),
+        n_coords=net.cfg.n_predicted,
+        has_root=net.root_head is not None,
+        has_scales=net.scale_head is not None,
+    )
+
+
+def run_frames(w: FrameWeights, relative: Tensor, visible: Tensor, centroid: Tensor) -> NeurIKOutput:
+    """``NeurIKNet.forward`` of a per-frame network on T frames, each its own one-frame window.
+
+    Args:
+        relative: (T, M, 3) float32 markers in each frame's reference frame minus their centroid (m).
+        visible: (T, M) bool.
+        centroid: (T, 3) float32 (m).
+    Returns:
+        NeurIKOutput with the window axis of length 1: coords (T, 1, P), root_6d (T, 1, 6),
+        root_position (T, 1, 3), log_scales (T, NB, 3).
+    """
+    t = relative.shape[0]
+    feats = torch.cat([relative.transpose(1, 2), visible.unsqueeze(1).to(relative.dtype)], 1).reshape(t, -1)
+    x = feats @ w.marker + F.linear(centroid, w.centroid_weight, w.centroid_bias)
+    d = x.shape[-1]
+    for b in w.blocks:
+        h = F.linear(F.layer_norm(x, (d,), b.norm_weight, b.norm_bias, b.norm_eps), b.w1, b.b1)
+        x = x + F.linear(F.gelu(h), b.w2, b.b2)
+    x = F.layer_norm(x, (d,), w.norm_weight, w.norm_bias, w.norm_eps)
+    y = F.linear(x, w.head_weight, w.head_bias).unsqueeze(1)                   # (T, 1, P [+ 9] [+ 3 NB])
+    p = w.n_coords
+    root = y[..., p:p + 9] if w.has_root else None
+    scales = 0.1 * y[:, 0, p + 9 * w.has_root:].reshape(t, -1, 3) if w.has_scales else None
+    return NeurIKOutput(
+        coords=y[..., :p],
+        root_6d=root[..., :6] if root is not None else None,
+        root_position=root[..., 6:] if root is not None else None,
+        log_scales=scales,
+    )
