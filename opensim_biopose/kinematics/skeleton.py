@@ -20,6 +20,7 @@ from torch import Tensor
 
 from opensim_biopose.errors import InputError, UnsupportedModelError
 from opensim_biopose.kinematics.compiled import CompiledModel, compile_model, move_to
+from opensim_biopose.kinematics.native import NativeModel, build_native_model
 from opensim_biopose.kinematics.osim_reader import KinematicModel, read_osim
 from opensim_biopose.kinematics.jacobian import (
     ColumnPlan,
@@ -230,6 +231,7 @@ class Skeleton:
         self._model = model
         # body_transforms' skeletons of the paths to some bodies, with those bodies' rows in them
         self._paths: dict[tuple[tuple[int, ...], str, torch.dtype], tuple[Skeleton, list[int]]] = {}
+        self._native: NativeModel | None = None
 
     @classmethod
     def from_osim(
@@ -421,6 +423,13 @@ class Skeleton:
         return q_t, markers, transforms[1:]
 
     __call__ = forward
+
+    def native_model(self) -> NativeModel:
+        """This model's arrays for the compiled per-frame kernels (kinematics/native.py), made once.
+        They cover the model as read (no per-call scales or marker offsets), in float64."""
+        if self._native is None:
+            self._native = build_native_model(self._model)
+        return self._native
 
     def body_transforms(self, q: Tensor, bodies: Sequence[int]) -> Tensor:
         """Ground <- body transforms (B, len(bodies), 4, 4), metres, of the model bodies with

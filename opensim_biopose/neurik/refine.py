@@ -24,6 +24,12 @@ OpenSim's own test (projected gradient of its normalised objective below the acc
 neighbours are re-solved from a neighbour's answer (the batched counterpart of OpenSim's
 frame-to-frame warm start).
 
+Kernels: on the CPU with the analytic normal equations, each frame runs its own loop in
+compiled code (:mod:`opensim_biopose.kinematics.native`, same objective, derivatives, step
+and stopping rules as the batched torch loop below, which stays for other devices and for
+the finite-difference / autodiff cross-checks): at lab sizes the batched loop's time was
+mostly per-operator overhead, and a batch costs as many passes as its slowest frame.
+
 Cost: per iteration and frame, one Skeleton pass with derivatives (analytic); the finite
 differences need (colour groups + 1) poses instead — 10 on gait2354, 12 on Rajagopal2016.
 At lab sizes (50-500 frames) the time is mostly per-operation overhead of small tensors, so
@@ -40,6 +46,7 @@ import numpy as np
 import torch
 
 from opensim_biopose.errors import InputError
+from opensim_biopose.kinematics import native
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,6 +110,11 @@ class RefineConfig:
     # A frame whose damping exceeds this cannot improve any more: it has converged to a
     # (possibly bound-constrained) minimum within floating-point resolution.
     max_damping: float = 1e10
+    # "native": on a CPU Skeleton with jacobian == "analytic", every frame is solved by the compiled
+    # per-frame kernel (kinematics/native.py); "torch": the batched torch loop (any device, any
+    # `jacobian`). Same answers to round-off (tests/test_refine_native.py); the native kernel is
+    # 5-10x faster at lab sizes, where the torch loop's cost is per-operator overhead.
+    kernel: str = "native"
     # Frames per batch: bounds memory (the default normal equations hold frames x F x F
     # doubles, ~3.5 MB for 512 frames of Rajagopal2016; the "analytic_jacobian" route holds
     # frames x 3M x F, ~17 MB; finite differences pass frames x (groups + 1) poses).
@@ -252,11 +264,15 @@ class _Problem:
     pattern: torch.Tensor | None = None  # (R, F) bool: residual rows that depend on each column
     slopes: torch.Tensor | None = None  # (F, R) unweighted derivatives of the constant columns (0 elsewhere)
     targets: object | None = None  # markers and weights checked once by Skeleton.marker_targets
+    # The compiled kernel's model and arrays (None: the torch loop solves)
+    native_model: native.NativeModel | None = None
+    native: native.NativeProblem | None = None
 
     def take(self, rows: torch.Tensor) -> _Problem:
         return dataclasses.replace(
             self, markers=self.markers[rows], sqrt_w=self.sqrt_w[rows], weights=self.weights[rows],
             task_values=self.task_values[rows], targets=None if self.targets is None else self.targets.take(rows),
+            native=None if self.native is None else self.native.take(rows.numpy()),
         )
 
 
@@ -673,9 +689,30 @@ def _solve_chunk(sk: SkeletonLike, q0: torch.Tensor, problem: _Problem, config: 
     return _Solved(_with_free(q0, problem.free, x), iterations, converged, cost, passes)
 
 
+def _native_settings(config: RefineConfig) -> np.ndarray:
+    """The stopping and damping settings in the order native.solve reads them."""
+    return np.array([config.tol, config.gradient_tol, config.gradient_min_rms, config.gradient_start_ratio,
+                     config.initial_damping, config.damping_up, config.damping_down, config.reject_damping,
+                     config.max_damping, config.same_minimum], dtype=np.float64)
+
+
+def _solve_native(q0: torch.Tensor, problem: _Problem, config: RefineConfig,
+                  reference: torch.Tensor | None = None) -> _Solved:
+    """All frames by the compiled per-frame kernel. ``passes``: the batched torch loop's count
+    for the same iterations (1 + the most iterations of any frame), for comparable stage reports."""
+    out = native.solve(problem.native_model, q0.numpy(), problem.native, _native_settings(config), config.max_iters,
+                       None if reference is None else reference.numpy())
+    iterations = torch.from_numpy(out.iterations)
+    passes = 1 + int(iterations.max()) if iterations.numel() else 0
+    return _Solved(torch.from_numpy(out.q), iterations, torch.from_numpy(out.converged),
+                   torch.from_numpy(out.cost), passes)
+
+
 def _solve(sk: SkeletonLike, q0: torch.Tensor, problem: _Problem, config: RefineConfig,
            reference: torch.Tensor | None = None) -> _Solved:
-    """All frames, in chunks of ``config.chunk_frames``."""
+    """All frames, in chunks of ``config.chunk_frames`` (the compiled kernel: all at once)."""
+    if problem.native is not None:
+        return _solve_native(q0, problem, config, reference)
     pieces = []
     for start in range(0, q0.shape[0], config.chunk_frames):
         rows = torch.arange(start, min(start + config.chunk_frames, q0.shape[0]))
@@ -818,19 +855,50 @@ def _temporal_sweeps(sk: SkeletonLike, solved: _Solved, problem: _Problem, confi
 
 
 def marker_errors(
-    sk: SkeletonLike, q: torch.Tensor, markers: torch.Tensor, weights: torch.Tensor
+    sk: SkeletonLike, q: torch.Tensor, markers: torch.Tensor, weights: torch.Tensor,
+    native_model: native.NativeModel | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """OpenSim's report over weighted, present markers: total squared (m^2), RMS (m), max (m); and q_full."""
-    out = sk.forward(q)
+    """OpenSim's report over weighted, present markers: total squared (m^2), RMS (m), max (m); and q_full.
+    ``native_model``: compute the forward kinematics with the compiled kernel (float64)."""
+    if native_model is not None:
+        q_np, xyz = native.forward_markers(native_model, q.detach().cpu().double().numpy())
+        q_full, model_markers = torch.from_numpy(q_np), torch.from_numpy(xyz)
+    else:
+        out = sk.forward(q)
+        q_full, model_markers = out.q_full, out.markers
     used = (~torch.isnan(markers).any(dim=-1)) & (weights > 0)[None]
-    dist = torch.linalg.norm(out.markers - torch.nan_to_num(markers), dim=-1) * used
+    dist = torch.linalg.norm(model_markers - torch.nan_to_num(markers), dim=-1) * used
     count = used.sum(dim=1)
     total = (dist * dist).sum(dim=1)
     nan = torch.tensor(float("nan"), dtype=total.dtype)
     total = torch.where(count > 0, total, nan)
     rms = torch.sqrt(total / count.clamp_min(1))
     mx = torch.where(count > 0, dist.amax(dim=1), nan)
-    return total, rms, mx, out.q_full
+    return total, rms, mx, q_full
+
+
+KERNELS = ("native", "torch")
+
+
+def _native_model(sk: SkeletonLike, config: RefineConfig) -> native.NativeModel | None:
+    """The compiled kernel's model where it applies (see RefineConfig.kernel), else None."""
+    if config.kernel != "native" or config.jacobian != "analytic" or not native.AVAILABLE:
+        return None
+    model = getattr(sk, "native_model", None)
+    if model is None or sk.coordinate_ranges.device.type != "cpu":
+        return None
+    return model()
+
+
+def _native_problem(model: native.NativeModel, problem: _Problem) -> native.NativeProblem:
+    free = problem.free.numpy().astype(np.int64)
+    col_of_coord, mk_cols, mk_axcol = native.marker_columns(model, free)
+    return native.NativeProblem(
+        markers=problem.markers.numpy(), weights=problem.weights.contiguous().numpy(),
+        task_index=problem.task_index.numpy().astype(np.int64), task_sqrt_w=problem.task_sqrt_w.numpy(),
+        task_values=problem.task_values.contiguous().numpy(), free=free, lower=problem.lower.numpy(),
+        upper=problem.upper.numpy(), col_of_coord=col_of_coord, mk_cols=mk_cols, mk_axcol=mk_axcol,
+    )
 
 
 def refine(
@@ -863,6 +931,8 @@ def refine(
     )
     if config.jacobian not in LINEARISERS:
         raise InputError(f"unknown jacobian {config.jacobian!r}; choose one of {sorted(LINEARISERS)}")
+    if config.kernel not in KERNELS:
+        raise InputError(f"unknown refinement kernel {config.kernel!r}; choose one of {sorted(KERNELS)}")
     markers_t = torch.as_tensor(markers, dtype=torch.float64)
     weights_t = torch.as_tensor(weights, dtype=torch.float64)
     q0_t = torch.as_tensor(q0, dtype=torch.float64).clone()
@@ -883,6 +953,9 @@ def refine(
         with torch.no_grad():
             problem = _build_problem(sk, markers_t, weights_t, coordinate_tasks,
                                      probe=config.jacobian == "finite_difference")
+            model = _native_model(sk, config)
+            if model is not None:
+                problem = dataclasses.replace(problem, native_model=model, native=_native_problem(model, problem))
             setup_s = lap()
             solved = _solve(sk, q0_t, problem, config)
             solve_s, solve_passes = lap(), solved.passes
@@ -890,7 +963,7 @@ def refine(
                 solved, sweeps = _temporal_sweeps(sk, solved, problem, config)
             sweeps_s = lap()
             q, iterations, converged = solved.q, solved.iterations, solved.converged
-            total, rms, mx, q_full = marker_errors(sk, q, markers_t, weights_t)
+            total, rms, mx, q_full = marker_errors(sk, q, markers_t, weights_t, model)
     finally:
         torch.set_num_threads(threads)
     stages = RefineStages(setup_s, solve_s, solve_passes, sweeps_s, *sweeps, report_s=lap())

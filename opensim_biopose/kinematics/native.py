@@ -1,0 +1,652 @@
+"""Compiled per-frame kernels (numba) for the CPU path of IK refinement.
+
+Why: at lab batch sizes (tens to hundreds of frames) the batched torch kernels of
+:mod:`.skeleton` spend most of their time in per-operator overhead (hundreds of small ops per
+Levenberg-Marquardt pass), and a batched solve costs as many passes as its slowest frame
+needs. Here each frame runs its own loop in machine code: forward kinematics, the normal
+equations of OpenSim's IK objective and the damped step, so a frame costs only its own
+iterations. The arithmetic is the one of :func:`Skeleton.normal_equations` and
+``refine._lm_step`` (same objective, derivatives, step and stopping rules); tests compare
+both paths.
+
+Layout: a :class:`NativeModel` is plain numpy arrays made once per Skeleton from its
+:class:`KinematicModel` (joints parent-first; body rows = model body index + 1, row 0 =
+ground). Only the unscaled model with its own marker offsets is covered (what refinement
+uses); anything else stays on the torch path.
+
+Frames: ground G (Y up); per joint, F fixed in the parent body, M in the child body;
+``X_GC = X_GP X_PF X_FM(q) X_CM^-1`` with X_FM = translation along F's axes, then up to three
+rotations about successively rotated axes (OpenSim's CustomJoint form, see osim_reader).
+Compilation is cached on disk by numba (``cache=True``): the first use in a fresh install
+takes ~10-20 s, later processes load the machine code in well under a second.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from opensim_biopose.kinematics.functions import FunctionSpec, FunctionTable, PolynomialSpec
+from opensim_biopose.kinematics.osim_reader import AxisSpec, KinematicModel
+
+try:  # numba is a dependency; without it (or on a platform it lacks) refinement uses torch.
+    import numba
+    from numba import njit
+except ImportError:  # pragma: no cover - exercised only where numba is absent
+    numba = None
+
+    def njit(*args, **kwargs):  # type: ignore[no-redef]
+        return (lambda f: f) if not args or not callable(args[0]) else args[0]
+
+
+AVAILABLE = numba is not None
+
+_POLY, _SPLINE = 0, 1
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class NativeModel:
+    """The kinematics of one model as flat arrays (float64 / int64), for the kernels below.
+
+    Functions (axis and coupler functions, ``scale * g(x)``): ``fn_kind`` (Fn,) 0 polynomial /
+    1 spline, ``fn_scale``, ``fn_poly`` (Fn, P) highest power first, ``fn_knots`` (Fn, K)
+    padded with +inf, ``fn_coef`` (Fn, 4, K) y, b, c, d per knot, ``fn_last`` (Fn,) last knot.
+    Couplers in evaluation order: q[cp_dep] = f[cp_fn](q[cp_ind]).
+    ``coord_root`` (n,): the independent coordinate each coordinate follows.
+    Joints (J, parent-first): parent/child body rows, F and M frames (``j_r_pf`` body<-F,
+    ``j_p_pf``; ``j_r_cm`` child body<-M, ``j_p_cm``), and their axes as ranges of the axis
+    arrays: translations ``j_tr`` (start, count), then rotations ``j_rot`` (start, count).
+    Axes (A): ``ax_dir`` (A, 3) unit direction in F (rotations: in the successively rotated
+    frame), ``ax_coord`` (A,) coordinate read (-1: constant), ``ax_fn`` (A,) function.
+    Markers (M): body row, offset (m) in the body, and the q-dependent axes above each marker
+    ``mk_axes`` (M, L) padded with -1.
+    """
+
+    fn_kind: np.ndarray
+    fn_scale: np.ndarray
+    fn_poly: np.ndarray
+    fn_knots: np.ndarray
+    fn_coef: np.ndarray
+    fn_last: np.ndarray
+    cp_dep: np.ndarray
+    cp_ind: np.ndarray
+    cp_fn: np.ndarray
+    coord_root: np.ndarray
+    j_parent: np.ndarray
+    j_child: np.ndarray
+    j_r_pf: np.ndarray
+    j_p_pf: np.ndarray
+    j_r_cm: np.ndarray
+    j_p_cm: np.ndarray
+    j_tr: np.ndarray
+    j_rot: np.ndarray
+    ax_dir: np.ndarray
+    ax_coord: np.ndarray
+    ax_fn: np.ndarray
+    ax_rot: np.ndarray
+    mk_row: np.ndarray
+    mk_off: np.ndarray
+    mk_axes: np.ndarray
+
+    @property
+    def n_bodies(self) -> int:
+        return int(max(self.j_child.max(initial=0), self.mk_row.max(initial=0))) + 1
+
+    def kinematics(self) -> tuple:
+        """The arrays the kernels take, in their argument order."""
+        return (self.fn_kind, self.fn_scale, self.fn_poly, self.fn_knots, self.fn_coef, self.fn_last,
+                self.cp_dep, self.cp_ind, self.cp_fn, self.j_parent, self.j_child, self.j_r_pf, self.j_p_pf,
+                self.j_r_cm, self.j_p_cm, self.j_tr, self.j_rot, self.ax_dir, self.ax_coord, self.ax_fn, self.ax_rot)
+
+
+def _is_active(axis: AxisSpec) -> bool:
+    """False for axes that are identically zero (unused CustomJoint axes)."""
+    f = axis.function
+    return not (isinstance(f, PolynomialSpec) and all(c == 0.0 for c in f.coefficients))
+
+
+def _function_arrays(specs: list[FunctionSpec]) -> tuple[np.ndarray, ...]:
+    """Pad ``specs`` as :class:`FunctionTable` does (same spline coefficients) into per-function rows."""
+    table = FunctionTable.build(specs)
+    count = len(specs)
+    width = int(table.poly_coefficients.shape[1]) if table.poly_columns.numel() else 1
+    knots_w = int(table.spline_knots.shape[1]) if table.spline_columns.numel() else 2
+    kind = np.zeros(count, dtype=np.int64)
+    poly = np.zeros((count, width))
+    knots = np.full((count, knots_w), np.inf)
+    coef = np.zeros((count, 4, knots_w))
+    last = np.zeros(count, dtype=np.int64)
+    for row, a in enumerate(table.poly_columns.tolist()):
+        poly[a] = table.poly_coefficients[row].numpy()
+    for row, a in enumerate(table.spline_columns.tolist()):
+        kind[a] = _SPLINE
+        knots[a] = table.spline_knots[row].numpy()
+        coef[a] = table.spline_coefficients[:, row].numpy()
+        last[a] = int(table.spline_last[row])
+    return kind, table.scale.numpy().copy(), poly, knots, coef, last
+
+
+def _coordinate_roots(model: KinematicModel) -> np.ndarray:
+    root = np.arange(len(model.coordinates), dtype=np.int64)
+    for c in model.couplers:  # evaluation order: an independent's root is already final
+        root[c.dependent] = root[c.independent]
+    return root
+
+
+def build_native_model(model: KinematicModel) -> NativeModel:
+    """Flatten ``model`` (unscaled, its own markers) for the kernels."""
+    specs: list[FunctionSpec] = []
+    ax_dir, ax_coord, ax_fn, ax_rot = [], [], [], []
+    j_tr, j_rot = [], []
+    axes_of_body: dict[int, list[int]] = {}  # body row -> q-dependent axes above it (root first)
+
+    def add(axis: AxisSpec, rotation: bool) -> int:
+        specs.append(axis.function)
+        ax_rot.append(int(rotation))
+        ax_dir.append(axis.axis)
+        ax_coord.append(axis.coordinate)
+        ax_fn.append(len(specs) - 1)
+        return len(ax_dir) - 1
+
+    for joint in model.joints:  # parent-first
+        translations = [add(a, False) for a in joint.translations if _is_active(a)]
+        rotations = [add(a, True) for a in joint.rotations if _is_active(a)]
+        j_tr.append((translations[0] if translations else len(ax_dir), len(translations)))
+        j_rot.append((rotations[0] if rotations else len(ax_dir), len(rotations)))
+        own = [a for a in translations + rotations if ax_coord[a] >= 0]
+        axes_of_body[joint.child + 1] = axes_of_body.get(joint.parent + 1, []) + own
+    coupler_fn = []
+    for c in model.couplers:
+        specs.append(c.function)
+        coupler_fn.append(len(specs) - 1)
+    kind, scale, poly, knots, coef, last = _function_arrays(specs)
+    rows = [m.body + 1 for m in model.markers]
+    paths = [axes_of_body.get(r, []) for r in rows]
+    width = max([len(p) for p in paths], default=0)
+    mk_axes = np.full((len(rows), max(width, 1)), -1, dtype=np.int64)
+    for m, p in enumerate(paths):
+        mk_axes[m, : len(p)] = p
+
+    def mats(key: str) -> np.ndarray:
+        return np.array([getattr(j, key).rotation for j in model.joints], dtype=np.float64).reshape(-1, 3, 3)
+
+    def vecs(key: str) -> np.ndarray:
+        return np.array([getattr(j, key).translation for j in model.joints], dtype=np.float64).reshape(-1, 3)
+
+    i64 = np.int64
+    return NativeModel(
+        fn_kind=kind, fn_scale=scale, fn_poly=poly, fn_knots=knots, fn_coef=coef, fn_last=last,
+        cp_dep=np.array([c.dependent for c in model.couplers], dtype=i64),
+        cp_ind=np.array([c.independent for c in model.couplers], dtype=i64),
+        cp_fn=np.array(coupler_fn, dtype=i64),
+        coord_root=_coordinate_roots(model),
+        j_parent=np.array([j.parent + 1 for j in model.joints], dtype=i64),
+        j_child=np.array([j.child + 1 for j in model.joints], dtype=i64),
+        j_r_pf=mats("parent_frame"), j_p_pf=vecs("parent_frame"),
+        j_r_cm=mats("child_frame"), j_p_cm=vecs("child_frame"),
+        j_tr=np.array(j_tr, dtype=i64).reshape(-1, 2), j_rot=np.array(j_rot, dtype=i64).reshape(-1, 2),
+        ax_dir=np.array(ax_dir, dtype=np.float64).reshape(-1, 3),
+        ax_coord=np.array(ax_coord, dtype=i64), ax_fn=np.array(ax_fn, dtype=i64), ax_rot=np.array(ax_rot, dtype=i64),
+        mk_row=np.array(rows, dtype=i64),
+        mk_off=np.array([m.offset for m in model.markers], dtype=np.float64).reshape(-1, 3),
+        mk_axes=mk_axes,
+    )
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class NativeProblem:
+    """One refinement problem as arrays: markers (T, M, 3) with NaN replaced by 0, weights
+    (T, M) (0 = absent or unweighted), coordinate tasks (index (K,), sqrt weight (K,), values
+    (T, K)), free coordinates (F,) with bounds (F,) (+-inf: unbounded), and per marker the free
+    columns it depends on (``mk_cols`` (M, C) padded with -1) and each of its axes' position in
+    that list (``mk_axcol`` (M, L))."""
+
+    markers: np.ndarray
+    weights: np.ndarray
+    task_index: np.ndarray
+    task_sqrt_w: np.ndarray
+    task_values: np.ndarray
+    free: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    col_of_coord: np.ndarray
+    mk_cols: np.ndarray
+    mk_axcol: np.ndarray
+
+    def take(self, rows: np.ndarray) -> NativeProblem:
+        """The problem of frames ``rows`` (index array)."""
+        return dataclasses.replace(self, markers=self.markers[rows], weights=self.weights[rows],
+                                   task_values=self.task_values[rows])
+
+
+def marker_columns(native: NativeModel, free: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(col_of_coord (n,), mk_cols (M, C), mk_axcol (M, L)) for the free coordinates ``free``:
+    a coordinate's column is its root's position in ``free`` (-1: none, e.g. locked)."""
+    n = native.coord_root.shape[0]
+    position = np.full(n, -1, dtype=np.int64)
+    position[free] = np.arange(free.shape[0])
+    col_of_coord = position[native.coord_root]
+    m, width = native.mk_axes.shape
+    mk_axcol = np.full((m, width), -1, dtype=np.int64)
+    lists = []
+    for i in range(m):
+        cols: list[int] = []
+        for k, a in enumerate(native.mk_axes[i]):
+            if a < 0:
+                break
+            col = int(col_of_coord[native.ax_coord[a]])
+            if col < 0:
+                continue
+            if col not in cols:
+                cols.append(col)
+            mk_axcol[i, k] = cols.index(col)
+        lists.append(cols)
+    mk_cols = np.full((m, max([len(c) for c in lists], default=1) or 1), -1, dtype=np.int64)
+    for i, cols in enumerate(lists):
+        mk_cols[i, : len(cols)] = cols
+    return col_of_coord, mk_cols, mk_axcol
+
+
+# ---------------------------------------------------------------------------------------------
+# Kernels (numba nopython; plain loops over small fixed-size arrays)
+
+
+@njit(cache=True, inline="always")
+def _function(kind, scale, poly, knots, coef, last, f, x):
+    """Value and slope of function f at x (see functions.FunctionTable)."""
+    if kind[f] == _POLY:
+        value = poly[f, 0]
+        slope = 0.0
+        for i in range(1, poly.shape[1]):
+            slope = slope * x + value
+            value = value * x + poly[f, i]
+        return scale[f] * value, scale[f] * slope
+    n = last[f]
+    if x < knots[f, 0]:
+        return scale[f] * (coef[f, 0, 0] + coef[f, 1, 0] * (x - knots[f, 0])), scale[f] * coef[f, 1, 0]
+    if x > knots[f, n]:
+        return scale[f] * (coef[f, 0, n] + coef[f, 1, n] * (x - knots[f, n])), scale[f] * coef[f, 1, n]
+    k = 0
+    while k + 1 < n and x >= knots[f, k + 1]:
+        k += 1
+    dx = x - knots[f, k]
+    y, b, c, d = coef[f, 0, k], coef[f, 1, k], coef[f, 2, k], coef[f, 3, k]
+    return scale[f] * (y + dx * (b + dx * (c + dx * d))), scale[f] * (b + dx * (2.0 * c + 3.0 * dx * d))
+
+
+@njit(cache=True, inline="always")
+def _rotate(out, r, axis, angle):
+    """out = r @ Rot(axis, angle) (Rodrigues), r and out (3, 3) distinct."""
+    c, s = math.cos(angle), math.sin(angle)
+    kx, ky, kz = axis[0], axis[1], axis[2]
+    t = 1.0 - c
+    m00, m01, m02 = c + t * kx * kx, t * kx * ky - s * kz, t * kx * kz + s * ky
+    m10, m11, m12 = t * ky * kx + s * kz, c + t * ky * ky, t * ky * kz - s * kx
+    m20, m21, m22 = t * kz * kx - s * ky, t * kz * ky + s * kx, c + t * kz * kz
+    for i in range(3):
+        a0, a1, a2 = r[i, 0], r[i, 1], r[i, 2]
+        out[i, 0] = a0 * m00 + a1 * m10 + a2 * m20
+        out[i, 1] = a0 * m01 + a1 * m11 + a2 * m21
+        out[i, 2] = a0 * m02 + a1 * m12 + a2 * m22
+
+
+@njit(cache=True)
+def _forward_frame(q, fn_kind, fn_scale, fn_poly, fn_knots, fn_coef, fn_last, cp_dep, cp_ind, cp_fn,
+                   j_parent, j_child, j_r_pf, j_p_pf, j_r_cm, j_p_cm, j_tr, j_rot, ax_dir, ax_coord, ax_fn,
+                   chain, body_r, body_p, axis_w, axis_o, axis_slope, work):
+    """One pose: fills dependent coordinates of q (n,) in place, chain (n,) = d q / d q[root],
+    body rotations/origins (NB, 3, 3)/(NB, 3) in ground, and per axis its world direction
+    (A, 3), its rotation centre (A, 3) and d value / d q[coordinate] (A,). work: (5, 3, 3) scratch."""
+    for i in range(q.shape[0]):
+        chain[i] = 1.0
+    for k in range(cp_dep.shape[0]):
+        v, s = _function(fn_kind, fn_scale, fn_poly, fn_knots, fn_coef, fn_last, cp_fn[k], q[cp_ind[k]])
+        q[cp_dep[k]] = v
+        chain[cp_dep[k]] = s * chain[cp_ind[k]]
+    for i in range(3):
+        body_p[0, i] = 0.0
+        for j in range(3):
+            body_r[0, i, j] = 1.0 if i == j else 0.0
+    r_f, r_a, r_b = work[0], work[1], work[2]
+    p_f, t = work[3, 0], work[3, 1]
+    for j in range(j_parent.shape[0]):
+        pa = j_parent[j]
+        for a in range(3):
+            acc = body_p[pa, a]
+            for b in range(3):
+                acc += body_r[pa, a, b] * j_p_pf[j, b]
+            p_f[a] = acc
+            for b in range(3):
+                r_f[a, b] = (body_r[pa, a, 0] * j_r_pf[j, 0, b] + body_r[pa, a, 1] * j_r_pf[j, 1, b]
+                             + body_r[pa, a, 2] * j_r_pf[j, 2, b])
+        t[0] = t[1] = t[2] = 0.0
+        start, count = j_tr[j, 0], j_tr[j, 1]
+        for ax in range(start, start + count):
+            c = ax_coord[ax]
+            v, s = _function(fn_kind, fn_scale, fn_poly, fn_knots, fn_coef, fn_last, ax_fn[ax],
+                             q[c] if c >= 0 else 0.0)
+            axis_slope[ax] = s if c >= 0 else 0.0
+            for a in range(3):
+                t[a] += ax_dir[ax, a] * v
+                axis_w[ax, a] = r_f[a, 0] * ax_dir[ax, 0] + r_f[a, 1] * ax_dir[ax, 1] + r_f[a, 2] * ax_dir[ax, 2]
+        ch = j_child[j]
+        for a in range(3):  # M's origin in ground
+            body_p[ch, a] = p_f[a] + r_f[a, 0] * t[0] + r_f[a, 1] * t[1] + r_f[a, 2] * t[2]
+        for a in range(3):
+            for b in range(3):
+                r_a[a, b] = r_f[a, b]
+        start, count = j_rot[j, 0], j_rot[j, 1]
+        for ax in range(start, start + count):
+            c = ax_coord[ax]
+            v, s = _function(fn_kind, fn_scale, fn_poly, fn_knots, fn_coef, fn_last, ax_fn[ax],
+                             q[c] if c >= 0 else 0.0)
+            axis_slope[ax] = s if c >= 0 else 0.0
+            for a in range(3):
+                axis_w[ax, a] = r_a[a, 0] * ax_dir[ax, 0] + r_a[a, 1] * ax_dir[ax, 1] + r_a[a, 2] * ax_dir[ax, 2]
+                axis_o[ax, a] = body_p[ch, a]
+            _rotate(r_b, r_a, ax_dir[ax], v)
+            r_a, r_b = r_b, r_a
+        # child body: R_GC = R_GM R_CM^T, p_GC = p_GM - R_GC p_CM
+        for a in range(3):
+            for b in range(3):
+                body_r[ch, a, b] = (r_a[a, 0] * j_r_cm[j, b, 0] + r_a[a, 1] * j_r_cm[j, b, 1]
+                                    + r_a[a, 2] * j_r_cm[j, b, 2])
+        for a in range(3):
+            body_p[ch, a] -= (body_r[ch, a, 0] * j_p_cm[j, 0] + body_r[ch, a, 1] * j_p_cm[j, 1]
+                              + body_r[ch, a, 2] * j_p_cm[j, 2])
+
+
+@njit(cache=True, inline="always")
+def _marker_position(out, body_r, body_p, row, off):
+    for a in range(3):
+        out[a] = body_p[row, a] + body_r[row, a, 0] * off[0] + body_r[row, a, 1] * off[1] + body_r[row, a, 2] * off[2]
+
+
+@njit(cache=True)
+def _normal_equations(q_full, x, free, kin, mk_row, mk_off, mk_axes, markers, weights, task_index, task_sqrt_w,
+                      task_values, col_of_coord, mk_cols, mk_axcol, scratch, hess, grad):
+    """Objective sum_m w_m |p_m - target_m|^2 + sum_k (w_k (q_k - v_k))^2 at q_full with the free
+    coordinates set to x (F,); fills hess (F, F) = J^T J and grad (F,) = J^T r; returns the cost.
+    ``markers`` (M, 3), ``weights`` (M,), ``task_values`` (K,) belong to one frame."""
+    (fn_kind, fn_scale, fn_poly, fn_knots, fn_coef, fn_last, cp_dep, cp_ind, cp_fn, j_parent, j_child, j_r_pf,
+     j_p_pf, j_r_cm, j_p_cm, j_tr, j_rot, ax_dir, ax_coord, ax_fn, ax_rot) = kin
+    chain, body_r, body_p, axis_w, axis_o, axis_slope, jac, p, r, work = scratch
+    for k in range(free.shape[0]):
+        q_full[free[k]] = x[k]
+    _forward_frame(q_full, fn_kind, fn_scale, fn_poly, fn_knots, fn_coef, fn_last, cp_dep, cp_ind, cp_fn,
+                   j_parent, j_child, j_r_pf, j_p_pf, j_r_cm, j_p_cm, j_tr, j_rot, ax_dir, ax_coord, ax_fn,
+                   chain, body_r, body_p, axis_w, axis_o, axis_slope, work)
+    nf = x.shape[0]
+    for i in range(nf):
+        grad[i] = 0.0
+        for k in range(nf):
+            hess[i, k] = 0.0
+    cost = 0.0
+    for m in range(mk_row.shape[0]):
+        w = weights[m]
+        if w <= 0.0:
+            continue
+        _marker_position(p, body_r, body_p, mk_row[m], mk_off[m])
+        for a in range(3):
+            r[a] = p[a] - markers[m, a]
+        cost += w * (r[0] * r[0] + r[1] * r[1] + r[2] * r[2])
+        ncols = 0
+        while ncols < mk_cols.shape[1] and mk_cols[m, ncols] >= 0:
+            ncols += 1
+        for i in range(ncols):
+            jac[i, 0] = jac[i, 1] = jac[i, 2] = 0.0
+        for k in range(mk_axes.shape[1]):
+            ax = mk_axes[m, k]
+            if ax < 0:
+                break
+            i = mk_axcol[m, k]
+            if i < 0:
+                continue
+            c = ax_coord[ax]
+            s = axis_slope[ax] * chain[c]
+            if ax_rot[ax]:
+                dx = p[0] - axis_o[ax, 0]
+                dy = p[1] - axis_o[ax, 1]
+                dz = p[2] - axis_o[ax, 2]
+                jac[i, 0] += s * (axis_w[ax, 1] * dz - axis_w[ax, 2] * dy)
+                jac[i, 1] += s * (axis_w[ax, 2] * dx - axis_w[ax, 0] * dz)
+                jac[i, 2] += s * (axis_w[ax, 0] * dy - axis_w[ax, 1] * dx)
+            else:
+                jac[i, 0] += s * axis_w[ax, 0]
+                jac[i, 1] += s * axis_w[ax, 1]
+                jac[i, 2] += s * axis_w[ax, 2]
+        for i in range(ncols):
+            ci = mk_cols[m, i]
+            grad[ci] += w * (jac[i, 0] * r[0] + jac[i, 1] * r[1] + jac[i, 2] * r[2])
+            for k in range(i + 1):
+                ck = mk_cols[m, k]
+                v = w * (jac[i, 0] * jac[k, 0] + jac[i, 1] * jac[k, 1] + jac[i, 2] * jac[k, 2])
+                hess[ci, ck] += v
+                if ck != ci:
+                    hess[ck, ci] += v
+    for t in range(task_index.shape[0]):
+        c = task_index[t]
+        res = (q_full[c] - task_values[t]) * task_sqrt_w[t]
+        cost += res * res
+        col = col_of_coord[c]
+        if col >= 0:
+            d = chain[c] * task_sqrt_w[t]
+            grad[col] += d * res
+            hess[col, col] += d * d
+    return cost
+
+
+@njit(cache=True)
+def _cholesky_solve(a, rhs, out):
+    """Solve a x = rhs for symmetric positive definite a (F, F) (overwritten by its factor);
+    returns False (out untouched) where a is not positive definite to round-off."""
+    n = a.shape[0]
+    for j in range(n):
+        d = a[j, j]
+        for k in range(j):
+            d -= a[j, k] * a[j, k]
+        if not d > 0.0:  # also catches NaN
+            return False
+        d = math.sqrt(d)
+        a[j, j] = d
+        for i in range(j + 1, n):
+            s = a[i, j]
+            for k in range(j):
+                s -= a[i, k] * a[j, k]
+            a[i, j] = s / d
+    for i in range(n):  # L y = rhs
+        s = rhs[i]
+        for k in range(i):
+            s -= a[i, k] * out[k]
+        out[i] = s / a[i, i]
+    for i in range(n - 1, -1, -1):  # L^T x = y
+        s = out[i]
+        for k in range(i + 1, n):
+            s -= a[k, i] * out[k]
+        out[i] = s / a[i, i]
+    return True
+
+
+@njit(cache=True, inline="always")
+def _held(x, grad, lower, upper, i):
+    """Variable i sits on a bound that the gradient pushes it through (refine._active_set)."""
+    eps = 1e-12
+    return (x[i] <= lower[i] + eps and grad[i] > 0.0) or (x[i] >= upper[i] - eps and grad[i] < 0.0)
+
+
+@njit(cache=True)
+def _lm_step(hess, grad, x, damping, lower, upper, system, rhs, step, trial, keep, diag):
+    """Projected damped Gauss-Newton step from x (refine._lm_step); fills trial (F,).
+    keep (F,) bool and diag (F,) are scratch."""
+    n = x.shape[0]
+    dmax = -np.inf
+    for i in range(n):
+        dmax = max(dmax, hess[i, i])
+        keep[i] = not _held(x, grad, lower, upper, i)
+    for i in range(n):
+        for k in range(n):
+            system[i, k] = hess[i, k] if keep[i] and keep[k] else 0.0
+        if keep[i]:
+            system[i, i] += damping * (hess[i, i] + 1e-9 * dmax + 1e-12)
+            rhs[i] = -grad[i]
+        else:
+            system[i, i] += 1.0
+            rhs[i] = 0.0
+        diag[i] = system[i, i]
+    if not _cholesky_solve(system, rhs, step):
+        for i in range(n):  # the step large damping tends to
+            step[i] = rhs[i] / diag[i]
+    for i in range(n):
+        trial[i] = min(max(x[i] + step[i], lower[i]), upper[i])
+
+
+@njit(cache=True)
+def _solve_frames(q0, kin, mk_row, mk_off, mk_axes, markers, weights, task_index, task_sqrt_w, task_values,
+                  col_of_coord, mk_cols, mk_axcol, free, lower, upper, reference, settings, max_iters, n_bodies,
+                  out_q, out_iterations, out_converged, out_cost):
+    """Levenberg-Marquardt per frame (refine._solve_chunk's rules, each frame on its own).
+
+    q0 (B, n) starts; markers (B, M, 3), weights (B, M), task_values (B, K); reference (B, F):
+    a frame also stops on reaching its row (NaN rows: none). settings: tol, gradient_tol,
+    gradient_min_rms, gradient_start_ratio, initial_damping, damping_up, damping_down,
+    reject_damping, max_damping, same_minimum. Outputs q (B, n) (free coordinates solved, the
+    rest as in q0), iterations (B,), converged (B,), objective (B,).
+    """
+    tol, gtol, gmin_rms, gratio = settings[0], settings[1], settings[2], settings[3]
+    damp0, up, down, reject, max_damp, same = (settings[4], settings[5], settings[6], settings[7], settings[8],
+                                               settings[9])
+    n = q0.shape[1]
+    nf = free.shape[0]
+    n_axes = kin[17].shape[0]
+    scratch = (np.empty(n), np.empty((n_bodies, 3, 3)), np.empty((n_bodies, 3)), np.empty((n_axes, 3)),
+               np.empty((n_axes, 3)), np.empty(n_axes), np.empty((max(mk_cols.shape[1], 1), 3)), np.empty(3),
+               np.empty(3), np.empty((5, 3, 3)))
+    hess, grad = np.empty((nf, nf)), np.empty(nf)
+    hess_t, grad_t = np.empty((nf, nf)), np.empty(nf)
+    system, rhs, step = np.empty((nf, nf)), np.empty(nf), np.empty(nf)
+    x, trial, diag = np.empty(nf), np.empty(nf), np.empty(nf)
+    keep = np.empty(nf, dtype=np.bool_)
+    q = np.empty(n)
+    for b in range(q0.shape[0]):
+        for i in range(n):
+            q[i] = q0[b, i]
+        for k in range(nf):
+            x[k] = min(max(q0[b, free[k]], lower[k]), upper[k])
+        total = 0.0
+        for m in range(weights.shape[1]):
+            total += weights[b, m]
+        has_ref = True
+        for k in range(nf):
+            if not reference[b, k] == reference[b, k]:
+                has_ref = False
+        cost = _normal_equations(q, x, free, kin, mk_row, mk_off, mk_axes, markers[b], weights[b], task_index,
+                                 task_sqrt_w, task_values[b], col_of_coord, mk_cols, mk_axcol, scratch, hess, grad)
+        start_cost = cost
+        damping = damp0
+        iterations = max_iters
+        converged = False
+        for it in range(max_iters):
+            _lm_step(hess, grad, x, damping, lower, upper, system, rhs, step, trial, keep, diag)
+            cost_t = _normal_equations(q, trial, free, kin, mk_row, mk_off, mk_axes, markers[b], weights[b],
+                                       task_index, task_sqrt_w, task_values[b], col_of_coord, mk_cols, mk_axcol,
+                                       scratch, hess_t, grad_t)
+            accept = cost_t <= cost
+            moved = 0.0
+            for k in range(nf):
+                moved = max(moved, abs(trial[k] - x[k]))
+            if accept:
+                for k in range(nf):
+                    x[k] = trial[k]
+                hess, hess_t = hess_t, hess
+                grad, grad_t = grad_t, grad
+                cost = cost_t
+                damping *= down
+            else:
+                damping = max(damping * up, reject)
+            flat = False
+            if gtol > 0.0:
+                projected = 0.0
+                for k in range(nf):
+                    if not _held(x, grad, lower, upper, k):
+                        projected = max(projected, abs(grad[k]))
+                flat = (projected <= gtol * total and start_cost <= gratio * cost
+                        and cost >= gmin_rms * gmin_rms * total)
+            done = (accept and (moved < tol or flat)) or damping > max_damp
+            if has_ref and accept:
+                near = 0.0
+                for k in range(nf):
+                    near = max(near, abs(trial[k] - reference[b, k]))
+                done = done or near < same
+            if done:
+                iterations = it + 1
+                converged = True
+                break
+        for i in range(n):
+            out_q[b, i] = q0[b, i]
+        for k in range(nf):
+            out_q[b, free[k]] = x[k]
+        out_iterations[b] = iterations
+        out_converged[b] = converged
+        out_cost[b] = cost
+
+
+@njit(cache=True)
+def _forward_markers(q, kin, mk_row, mk_off, n_bodies, out_q, out_markers):
+    """Forward kinematics of every row of q (B, n): out_q (B, n) with dependents filled,
+    out_markers (B, M, 3) in ground (m)."""
+    (fn_kind, fn_scale, fn_poly, fn_knots, fn_coef, fn_last, cp_dep, cp_ind, cp_fn, j_parent, j_child, j_r_pf,
+     j_p_pf, j_r_cm, j_p_cm, j_tr, j_rot, ax_dir, ax_coord, ax_fn, ax_rot) = kin
+    n_axes = ax_dir.shape[0]
+    chain, body_r, body_p = np.empty(q.shape[1]), np.empty((n_bodies, 3, 3)), np.empty((n_bodies, 3))
+    axis_w, axis_o, axis_slope = np.empty((n_axes, 3)), np.empty((n_axes, 3)), np.empty(n_axes)
+    work = np.empty((5, 3, 3))
+    for b in range(q.shape[0]):
+        for i in range(q.shape[1]):
+            out_q[b, i] = q[b, i]
+        _forward_frame(out_q[b], fn_kind, fn_scale, fn_poly, fn_knots, fn_coef, fn_last, cp_dep, cp_ind, cp_fn,
+                       j_parent, j_child, j_r_pf, j_p_pf, j_r_cm, j_p_cm, j_tr, j_rot, ax_dir, ax_coord, ax_fn,
+                       chain, body_r, body_p, axis_w, axis_o, axis_slope, work)
+        for m in range(mk_row.shape[0]):
+            _marker_position(out_markers[b, m], body_r, body_p, mk_row[m], mk_off[m])
+
+
+# ---------------------------------------------------------------------------------------------
+# Python entry points
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class NativeSolved:
+    """Per frame: q (B, n), iterations (B,), converged (B,) bool, objective (B,)."""
+
+    q: np.ndarray
+    iterations: np.ndarray
+    converged: np.ndarray
+    cost: np.ndarray
+
+
+def solve(native: NativeModel, q0: np.ndarray, problem: NativeProblem, settings: np.ndarray, max_iters: int,
+          reference: np.ndarray | None = None) -> NativeSolved:
+    """Levenberg-Marquardt on every frame of q0 (B, n) with the problem's rows (B first)."""
+    b, n = q0.shape
+    nf = problem.free.shape[0]
+    ref = np.full((b, nf), np.nan) if reference is None else np.ascontiguousarray(reference, dtype=np.float64)
+    out_q = np.empty((b, n))
+    iterations = np.empty(b, dtype=np.int64)
+    converged = np.empty(b, dtype=np.bool_)
+    cost = np.empty(b)
+    _solve_frames(np.ascontiguousarray(q0, dtype=np.float64), native.kinematics(), native.mk_row, native.mk_off,
+                  native.mk_axes, problem.markers, problem.weights, problem.task_index, problem.task_sqrt_w,
+                  problem.task_values, problem.col_of_coord, problem.mk_cols, problem.mk_axcol, problem.free,
+                  problem.lower, problem.upper, ref, settings, int(max_iters), native.n_bodies,
+                  out_q, iterations, converged, cost)
+    return NativeSolved(out_q, iterations, converged, cost)
+
+
+def forward_markers(native: NativeModel, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(q_full (B, n) with dependent coordinates filled, markers (B, M, 3) m in ground)."""
+    q = np.ascontiguousarray(q, dtype=np.float64)
+    out_q = np.empty_like(q)
+    markers = np.empty((q.shape[0], native.mk_row.shape[0], 3))
+    _forward_markers(q, native.kinematics(), native.mk_row, native.mk_off, native.n_bodies, out_q, markers)
+    return out_q, markers
