@@ -96,10 +96,14 @@ def test_native_and_torch_kernels_give_the_same_refinement(where) -> None:
                for kernel in ("native", "torch")}
     a, b = results["native"], results["torch"]
     rotational = sk.coordinate_is_rotational.bool()
-    # Round-off differs (summation order), and weakly determined coordinates (Rajagopal2016's
-    # forearm rotation, no marker on the hand) amplify it: 1.4e-5 deg measured there.
-    assert math.degrees((a.q - b.q)[:, rotational].abs().max()) < 1e-4
-    assert (a.q - b.q)[:, ~rotational].abs().max() < 1e-7  # metres
+    # Round-off differs (the native kernel sums marker moments per body), and both stop once a
+    # step is below RefineConfig.tol = 1e-5 rad (5.7e-4 deg): weakly determined coordinates
+    # (Rajagopal2016's forearm rotation, no marker on the hand) may then stop a few steps' size
+    # apart (1.1e-3 deg measured there; 1e-13 deg on well determined ones).
+    diff = (a.q - b.q).abs()
+    assert math.degrees(diff[:, rotational].max()) < 1e-2
+    assert math.degrees(diff[:, rotational].median()) < 1e-6
+    assert diff[:, ~rotational].max() < 1e-5  # metres
     # A stopping test right at its threshold may flip with round-off: one step more or less.
     assert int((a.iterations - b.iterations).abs().max()) <= 1 and int((a.iterations != b.iterations).sum()) <= 2
     assert torch.equal(a.converged, b.converged)

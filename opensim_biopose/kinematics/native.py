@@ -28,7 +28,7 @@ import math
 import numpy as np
 
 from opensim_biopose.kinematics.functions import FunctionSpec, FunctionTable, PolynomialSpec
-from opensim_biopose.kinematics.osim_reader import AxisSpec, KinematicModel
+from opensim_biopose.kinematics.osim_reader import AxisSpec, JointSpec, KinematicModel
 
 try:  # numba is a dependency; without it (or on a platform it lacks) refinement uses torch.
     import numba
@@ -58,9 +58,10 @@ class NativeModel:
     ``j_p_pf``; ``j_r_cm`` child body<-M, ``j_p_cm``), and their axes as ranges of the axis
     arrays: translations ``j_tr`` (start, count), then rotations ``j_rot`` (start, count).
     Axes (A): ``ax_dir`` (A, 3) unit direction in F (rotations: in the successively rotated
-    frame), ``ax_coord`` (A,) coordinate read (-1: constant), ``ax_fn`` (A,) function.
-    Markers (M): body row, offset (m) in the body, and the q-dependent axes above each marker
-    ``mk_axes`` (M, L) padded with -1.
+    frame), ``ax_coord`` (A,) coordinate read (-1: constant), ``ax_fn`` (A,) function,
+    ``ax_rot`` (A,) 1 for rotations, ``ax_body`` (A,) the joint's child body row (an axis moves
+    the markers of that body's subtree), ``ax_joint`` (A,); ``j_ancestors``: per joint, the
+    joints above it. Markers (M): body row and offset (m) in the body.
     """
 
     fn_kind: np.ndarray
@@ -85,9 +86,12 @@ class NativeModel:
     ax_coord: np.ndarray
     ax_fn: np.ndarray
     ax_rot: np.ndarray
+    ax_body: np.ndarray
+    ax_joint: np.ndarray
+    j_ancestors: tuple[frozenset[int], ...]
     mk_row: np.ndarray
     mk_off: np.ndarray
-    mk_axes: np.ndarray
+    _structures: dict = dataclasses.field(default_factory=dict, repr=False)
 
     @property
     def n_bodies(self) -> int:
@@ -97,7 +101,8 @@ class NativeModel:
         """The arrays the kernels take, in their argument order."""
         return (self.fn_kind, self.fn_scale, self.fn_poly, self.fn_knots, self.fn_coef, self.fn_last,
                 self.cp_dep, self.cp_ind, self.cp_fn, self.j_parent, self.j_child, self.j_r_pf, self.j_p_pf,
-                self.j_r_cm, self.j_p_cm, self.j_tr, self.j_rot, self.ax_dir, self.ax_coord, self.ax_fn, self.ax_rot)
+                self.j_r_cm, self.j_p_cm, self.j_tr, self.j_rot, self.ax_dir, self.ax_coord, self.ax_fn, self.ax_rot,
+                self.ax_body)
 
 
 def _is_active(axis: AxisSpec) -> bool:
@@ -139,34 +144,33 @@ def build_native_model(model: KinematicModel) -> NativeModel:
     specs: list[FunctionSpec] = []
     ax_dir, ax_coord, ax_fn, ax_rot = [], [], [], []
     j_tr, j_rot = [], []
-    axes_of_body: dict[int, list[int]] = {}  # body row -> q-dependent axes above it (root first)
+    ax_body, ax_joint = [], []
+    ancestors: list[frozenset[int]] = []
+    joint_of_body: dict[int, int] = {}
 
-    def add(axis: AxisSpec, rotation: bool) -> int:
+    def add(axis: AxisSpec, rotation: bool, j: int, joint: JointSpec) -> int:
         specs.append(axis.function)
         ax_rot.append(int(rotation))
         ax_dir.append(axis.axis)
         ax_coord.append(axis.coordinate)
         ax_fn.append(len(specs) - 1)
+        ax_body.append(joint.child + 1)
+        ax_joint.append(j)
         return len(ax_dir) - 1
 
-    for joint in model.joints:  # parent-first
-        translations = [add(a, False) for a in joint.translations if _is_active(a)]
-        rotations = [add(a, True) for a in joint.rotations if _is_active(a)]
+    for j, joint in enumerate(model.joints):  # parent-first
+        translations = [add(a, False, j, joint) for a in joint.translations if _is_active(a)]
+        rotations = [add(a, True, j, joint) for a in joint.rotations if _is_active(a)]
         j_tr.append((translations[0] if translations else len(ax_dir), len(translations)))
         j_rot.append((rotations[0] if rotations else len(ax_dir), len(rotations)))
-        own = [a for a in translations + rotations if ax_coord[a] >= 0]
-        axes_of_body[joint.child + 1] = axes_of_body.get(joint.parent + 1, []) + own
+        parent_joint = joint_of_body.get(joint.parent)
+        ancestors.append(frozenset() if parent_joint is None else ancestors[parent_joint] | {parent_joint})
+        joint_of_body[joint.child] = j
     coupler_fn = []
     for c in model.couplers:
         specs.append(c.function)
         coupler_fn.append(len(specs) - 1)
     kind, scale, poly, knots, coef, last = _function_arrays(specs)
-    rows = [m.body + 1 for m in model.markers]
-    paths = [axes_of_body.get(r, []) for r in rows]
-    width = max([len(p) for p in paths], default=0)
-    mk_axes = np.full((len(rows), max(width, 1)), -1, dtype=np.int64)
-    for m, p in enumerate(paths):
-        mk_axes[m, : len(p)] = p
 
     def mats(key: str) -> np.ndarray:
         return np.array([getattr(j, key).rotation for j in model.joints], dtype=np.float64).reshape(-1, 3, 3)
@@ -188,64 +192,68 @@ def build_native_model(model: KinematicModel) -> NativeModel:
         j_tr=np.array(j_tr, dtype=i64).reshape(-1, 2), j_rot=np.array(j_rot, dtype=i64).reshape(-1, 2),
         ax_dir=np.array(ax_dir, dtype=np.float64).reshape(-1, 3),
         ax_coord=np.array(ax_coord, dtype=i64), ax_fn=np.array(ax_fn, dtype=i64), ax_rot=np.array(ax_rot, dtype=i64),
-        mk_row=np.array(rows, dtype=i64),
+        ax_body=np.array(ax_body, dtype=i64), ax_joint=np.array(ax_joint, dtype=i64), j_ancestors=tuple(ancestors),
+        mk_row=np.array([m.body + 1 for m in model.markers], dtype=i64),
         mk_off=np.array([m.offset for m in model.markers], dtype=np.float64).reshape(-1, 3),
-        mk_axes=mk_axes,
     )
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Structure:
+    """Where the free coordinates (F,) enter: ``col_of_coord`` (n,) a coordinate's column (its
+    root's position in ``free``; -1: none, e.g. locked), ``ax_col`` (A,) each axis's column, and
+    the axis ``pairs`` (P, 3) whose product enters J^T J: (a, b, body row of the subtree below
+    both), a's joint above b's or the same joint with a <= b."""
+
+    free: np.ndarray
+    col_of_coord: np.ndarray
+    ax_col: np.ndarray
+    pairs: np.ndarray
+
+
+def structure(native: NativeModel, free: np.ndarray) -> Structure:
+    """The :class:`Structure` for ``free`` (made once per model and set of free coordinates)."""
+    key = free.tobytes()
+    if key in native._structures:
+        return native._structures[key]
+    n = native.coord_root.shape[0]
+    position = np.full(n, -1, dtype=np.int64)
+    position[free] = np.arange(free.shape[0])
+    col_of_coord = position[native.coord_root]
+    ax_col = np.where(native.ax_coord >= 0, col_of_coord[np.maximum(native.ax_coord, 0)], -1)
+    live = [a for a in range(ax_col.shape[0]) if ax_col[a] >= 0]
+    pairs = []
+    for b in live:
+        jb = int(native.ax_joint[b])
+        for a in live:
+            ja = int(native.ax_joint[a])
+            if ja in native.j_ancestors[jb] or (ja == jb and a <= b):
+                pairs.append((a, b, int(native.ax_body[b])))
+    out = Structure(free=free, col_of_coord=col_of_coord, ax_col=ax_col,
+                    pairs=np.array(pairs, dtype=np.int64).reshape(-1, 3))
+    native._structures[key] = out
+    return out
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class NativeProblem:
     """One refinement problem as arrays: markers (T, M, 3) with NaN replaced by 0, weights
     (T, M) (0 = absent or unweighted), coordinate tasks (index (K,), sqrt weight (K,), values
-    (T, K)), free coordinates (F,) with bounds (F,) (+-inf: unbounded), and per marker the free
-    columns it depends on (``mk_cols`` (M, C) padded with -1) and each of its axes' position in
-    that list (``mk_axcol`` (M, L))."""
+    (T, K)), the free coordinates' :class:`Structure` and bounds (F,) (+-inf: unbounded)."""
 
     markers: np.ndarray
     weights: np.ndarray
     task_index: np.ndarray
     task_sqrt_w: np.ndarray
     task_values: np.ndarray
-    free: np.ndarray
+    structure: Structure
     lower: np.ndarray
     upper: np.ndarray
-    col_of_coord: np.ndarray
-    mk_cols: np.ndarray
-    mk_axcol: np.ndarray
 
     def take(self, rows: np.ndarray) -> NativeProblem:
         """The problem of frames ``rows`` (index array)."""
         return dataclasses.replace(self, markers=self.markers[rows], weights=self.weights[rows],
                                    task_values=self.task_values[rows])
-
-
-def marker_columns(native: NativeModel, free: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(col_of_coord (n,), mk_cols (M, C), mk_axcol (M, L)) for the free coordinates ``free``:
-    a coordinate's column is its root's position in ``free`` (-1: none, e.g. locked)."""
-    n = native.coord_root.shape[0]
-    position = np.full(n, -1, dtype=np.int64)
-    position[free] = np.arange(free.shape[0])
-    col_of_coord = position[native.coord_root]
-    m, width = native.mk_axes.shape
-    mk_axcol = np.full((m, width), -1, dtype=np.int64)
-    lists = []
-    for i in range(m):
-        cols: list[int] = []
-        for k, a in enumerate(native.mk_axes[i]):
-            if a < 0:
-                break
-            col = int(col_of_coord[native.ax_coord[a]])
-            if col < 0:
-                continue
-            if col not in cols:
-                cols.append(col)
-            mk_axcol[i, k] = cols.index(col)
-        lists.append(cols)
-    mk_cols = np.full((m, max([len(c) for c in lists], default=1) or 1), -1, dtype=np.int64)
-    for i, cols in enumerate(lists):
-        mk_cols[i, : len(cols)] = cols
-    return col_of_coord, mk_cols, mk_axcol
 
 
 # ---------------------------------------------------------------------------------------------
@@ -363,78 +371,132 @@ def _marker_position(out, body_r, body_p, row, off):
         out[a] = body_p[row, a] + body_r[row, a, 0] * off[0] + body_r[row, a, 1] * off[1] + body_r[row, a, 2] * off[2]
 
 
+# Per-body marker moments (columns of the moments array (NB, 16)): total weight W, S = sum w p,
+# Q = sum w p p^T (xx, xy, xz, yy, yz, zz), P = sum w p x r, R = sum w r (p: marker in ground,
+# r: its residual). With each axis as a twist (w, v) (a marker at p moves by w x p + v per unit
+# of the axis value), the normal equations of the markers below a body follow from them:
+# J^T r per axis = w.P + v.R, and per axis pair W v_a.v_b + S.(v_a x w_b + v_b x w_a)
+# + (w_a.w_b) tr Q - w_a^T Q w_b (the derivation of Skeleton.normal_equations, here per frame).
+_W, _S, _Q, _P, _R = 0, 1, 4, 10, 13
+MOMENTS = 16
+
+
 @njit(cache=True)
-def _normal_equations(q_full, x, free, kin, mk_row, mk_off, mk_axes, markers, weights, task_index, task_sqrt_w,
-                      task_values, col_of_coord, mk_cols, mk_axcol, scratch, hess, grad):
+def _evaluate(q_full, x, free, kin, mk_row, mk_off, markers, weights, task_index, task_sqrt_w, task_values, state):
     """Objective sum_m w_m |p_m - target_m|^2 + sum_k (w_k (q_k - v_k))^2 at q_full with the free
-    coordinates set to x (F,); fills hess (F, F) = J^T J and grad (F,) = J^T r; returns the cost.
+    coordinates set to x (F,). Leaves in ``state`` the forward kinematics and the marker moments
+    of every body's subtree, which :func:`_gradient` and :func:`_hessian` read.
     ``markers`` (M, 3), ``weights`` (M,), ``task_values`` (K,) belong to one frame."""
     (fn_kind, fn_scale, fn_poly, fn_knots, fn_coef, fn_last, cp_dep, cp_ind, cp_fn, j_parent, j_child, j_r_pf,
-     j_p_pf, j_r_cm, j_p_cm, j_tr, j_rot, ax_dir, ax_coord, ax_fn, ax_rot) = kin
-    chain, body_r, body_p, axis_w, axis_o, axis_slope, jac, p, r, work = scratch
+     j_p_pf, j_r_cm, j_p_cm, j_tr, j_rot, ax_dir, ax_coord, ax_fn, ax_rot, ax_body) = kin
+    chain, body_r, body_p, axis_w, axis_o, axis_slope, work, mom, twist = state
     for k in range(free.shape[0]):
         q_full[free[k]] = x[k]
     _forward_frame(q_full, fn_kind, fn_scale, fn_poly, fn_knots, fn_coef, fn_last, cp_dep, cp_ind, cp_fn,
                    j_parent, j_child, j_r_pf, j_p_pf, j_r_cm, j_p_cm, j_tr, j_rot, ax_dir, ax_coord, ax_fn,
                    chain, body_r, body_p, axis_w, axis_o, axis_slope, work)
-    nf = x.shape[0]
-    for i in range(nf):
-        grad[i] = 0.0
-        for k in range(nf):
-            hess[i, k] = 0.0
+    mom[:, :] = 0.0
     cost = 0.0
     for m in range(mk_row.shape[0]):
         w = weights[m]
         if w <= 0.0:
             continue
-        _marker_position(p, body_r, body_p, mk_row[m], mk_off[m])
-        for a in range(3):
-            r[a] = p[a] - markers[m, a]
-        cost += w * (r[0] * r[0] + r[1] * r[1] + r[2] * r[2])
-        ncols = 0
-        while ncols < mk_cols.shape[1] and mk_cols[m, ncols] >= 0:
-            ncols += 1
-        for i in range(ncols):
-            jac[i, 0] = jac[i, 1] = jac[i, 2] = 0.0
-        for k in range(mk_axes.shape[1]):
-            ax = mk_axes[m, k]
-            if ax < 0:
-                break
-            i = mk_axcol[m, k]
-            if i < 0:
-                continue
-            c = ax_coord[ax]
-            s = axis_slope[ax] * chain[c]
-            if ax_rot[ax]:
-                dx = p[0] - axis_o[ax, 0]
-                dy = p[1] - axis_o[ax, 1]
-                dz = p[2] - axis_o[ax, 2]
-                jac[i, 0] += s * (axis_w[ax, 1] * dz - axis_w[ax, 2] * dy)
-                jac[i, 1] += s * (axis_w[ax, 2] * dx - axis_w[ax, 0] * dz)
-                jac[i, 2] += s * (axis_w[ax, 0] * dy - axis_w[ax, 1] * dx)
-            else:
-                jac[i, 0] += s * axis_w[ax, 0]
-                jac[i, 1] += s * axis_w[ax, 1]
-                jac[i, 2] += s * axis_w[ax, 2]
-        for i in range(ncols):
-            ci = mk_cols[m, i]
-            grad[ci] += w * (jac[i, 0] * r[0] + jac[i, 1] * r[1] + jac[i, 2] * r[2])
-            for k in range(i + 1):
-                ck = mk_cols[m, k]
-                v = w * (jac[i, 0] * jac[k, 0] + jac[i, 1] * jac[k, 1] + jac[i, 2] * jac[k, 2])
-                hess[ci, ck] += v
-                if ck != ci:
-                    hess[ck, ci] += v
+        row, off = mk_row[m], mk_off[m]
+        px = body_p[row, 0] + body_r[row, 0, 0] * off[0] + body_r[row, 0, 1] * off[1] + body_r[row, 0, 2] * off[2]
+        py = body_p[row, 1] + body_r[row, 1, 0] * off[0] + body_r[row, 1, 1] * off[1] + body_r[row, 1, 2] * off[2]
+        pz = body_p[row, 2] + body_r[row, 2, 0] * off[0] + body_r[row, 2, 1] * off[1] + body_r[row, 2, 2] * off[2]
+        rx, ry, rz = px - markers[m, 0], py - markers[m, 1], pz - markers[m, 2]
+        cost += w * (rx * rx + ry * ry + rz * rz)
+        wx, wy, wz = w * px, w * py, w * pz
+        mom[row, _W] += w
+        mom[row, _S] += wx
+        mom[row, _S + 1] += wy
+        mom[row, _S + 2] += wz
+        mom[row, _Q] += wx * px
+        mom[row, _Q + 1] += wx * py
+        mom[row, _Q + 2] += wx * pz
+        mom[row, _Q + 3] += wy * py
+        mom[row, _Q + 4] += wy * pz
+        mom[row, _Q + 5] += wz * pz
+        mom[row, _P] += wy * rz - wz * ry
+        mom[row, _P + 1] += wz * rx - wx * rz
+        mom[row, _P + 2] += wx * ry - wy * rx
+        mom[row, _R] += w * rx
+        mom[row, _R + 1] += w * ry
+        mom[row, _R + 2] += w * rz
+    for j in range(j_parent.shape[0] - 1, -1, -1):  # children before parents: subtree sums
+        mom[j_parent[j]] += mom[j_child[j]]
+    for t in range(task_index.shape[0]):
+        res = (q_full[task_index[t]] - task_values[t]) * task_sqrt_w[t]
+        cost += res * res
+    return cost
+
+
+@njit(cache=True)
+def _gradient(q_full, kin, ax_col, task_index, task_sqrt_w, task_values, col_of_coord, state, grad):
+    """J^T r (F,) at the last :func:`_evaluate`; also leaves each axis's twist, scaled by
+    d value / d x[column], in state (for :func:`_hessian`)."""
+    ax_coord, ax_rot, ax_body = kin[18], kin[20], kin[21]
+    chain, body_r, body_p, axis_w, axis_o, axis_slope, work, mom, twist = state
+    grad[:] = 0.0
+    for a in range(ax_col.shape[0]):
+        col = ax_col[a]
+        if col < 0:
+            continue
+        s = axis_slope[a] * chain[ax_coord[a]]
+        if ax_rot[a]:
+            wx, wy, wz = s * axis_w[a, 0], s * axis_w[a, 1], s * axis_w[a, 2]
+            ox, oy, oz = axis_o[a, 0], axis_o[a, 1], axis_o[a, 2]
+            vx, vy, vz = oy * wz - oz * wy, oz * wx - ox * wz, ox * wy - oy * wx  # o x w
+        else:
+            wx = wy = wz = 0.0
+            vx, vy, vz = s * axis_w[a, 0], s * axis_w[a, 1], s * axis_w[a, 2]
+        twist[a, 0], twist[a, 1], twist[a, 2], twist[a, 3], twist[a, 4], twist[a, 5] = wx, wy, wz, vx, vy, vz
+        b = ax_body[a]
+        grad[col] += (wx * mom[b, _P] + wy * mom[b, _P + 1] + wz * mom[b, _P + 2]
+                      + vx * mom[b, _R] + vy * mom[b, _R + 1] + vz * mom[b, _R + 2])
     for t in range(task_index.shape[0]):
         c = task_index[t]
-        res = (q_full[c] - task_values[t]) * task_sqrt_w[t]
-        cost += res * res
         col = col_of_coord[c]
         if col >= 0:
-            d = chain[c] * task_sqrt_w[t]
-            grad[col] += d * res
+            grad[col] += chain[c] * task_sqrt_w[t] * (q_full[c] - task_values[t]) * task_sqrt_w[t]
+
+
+@njit(cache=True)
+def _hessian(pairs, ax_col, task_index, task_sqrt_w, col_of_coord, state, hess):
+    """J^T J (F, F) at the last :func:`_evaluate` / :func:`_gradient`."""
+    chain, body_r, body_p, axis_w, axis_o, axis_slope, work, mom, twist = state
+    hess[:, :] = 0.0
+    for k in range(pairs.shape[0]):
+        a, b, row = pairs[k, 0], pairs[k, 1], pairs[k, 2]
+        w = mom[row, _W]
+        if w == 0.0:
+            continue
+        ax, ay, az, avx, avy, avz = twist[a, 0], twist[a, 1], twist[a, 2], twist[a, 3], twist[a, 4], twist[a, 5]
+        bx, by, bz, bvx, bvy, bvz = twist[b, 0], twist[b, 1], twist[b, 2], twist[b, 3], twist[b, 4], twist[b, 5]
+        sx, sy, sz = mom[row, _S], mom[row, _S + 1], mom[row, _S + 2]
+        qxx, qxy, qxz = mom[row, _Q], mom[row, _Q + 1], mom[row, _Q + 2]
+        qyy, qyz, qzz = mom[row, _Q + 3], mom[row, _Q + 4], mom[row, _Q + 5]
+        # v_a x w_b + v_b x w_a
+        cx = (avy * bz - avz * by) + (bvy * az - bvz * ay)
+        cy = (avz * bx - avx * bz) + (bvz * ax - bvx * az)
+        cz = (avx * by - avy * bx) + (bvx * ay - bvy * ax)
+        qb_x = qxx * bx + qxy * by + qxz * bz
+        qb_y = qxy * bx + qyy * by + qyz * bz
+        qb_z = qxz * bx + qyz * by + qzz * bz
+        value = (w * (avx * bvx + avy * bvy + avz * bvz) + sx * cx + sy * cy + sz * cz
+                 + (ax * bx + ay * by + az * bz) * (qxx + qyy + qzz) - (ax * qb_x + ay * qb_y + az * qb_z))
+        ca, cb = ax_col[a], ax_col[b]
+        if a == b:
+            hess[ca, ca] += value
+        else:
+            hess[ca, cb] += value
+            hess[cb, ca] += value
+    for t in range(task_index.shape[0]):
+        col = col_of_coord[task_index[t]]
+        if col >= 0:
+            d = chain[task_index[t]] * task_sqrt_w[t]
             hess[col, col] += d * d
-    return cost
 
 
 @njit(cache=True)
@@ -502,8 +564,8 @@ def _lm_step(hess, grad, x, damping, lower, upper, system, rhs, step, trial, kee
 
 
 @njit(cache=True)
-def _solve_frames(q0, kin, mk_row, mk_off, mk_axes, markers, weights, task_index, task_sqrt_w, task_values,
-                  col_of_coord, mk_cols, mk_axcol, free, lower, upper, reference, settings, max_iters, n_bodies,
+def _solve_frames(q0, kin, mk_row, mk_off, markers, weights, task_index, task_sqrt_w, task_values, free,
+                  col_of_coord, ax_col, pairs, lower, upper, reference, settings, max_iters, n_bodies,
                   out_q, out_iterations, out_converged, out_cost):
     """Levenberg-Marquardt per frame (refine._solve_chunk's rules, each frame on its own).
 
@@ -512,6 +574,8 @@ def _solve_frames(q0, kin, mk_row, mk_off, mk_axes, markers, weights, task_index
     gradient_min_rms, gradient_start_ratio, initial_damping, damping_up, damping_down,
     reject_damping, max_damping, same_minimum. Outputs q (B, n) (free coordinates solved, the
     rest as in q0), iterations (B,), converged (B,), objective (B,).
+    A rejected trial costs one forward pass (the objective), an accepted one also J^T r, and
+    J^T J only when another step follows.
     """
     tol, gtol, gmin_rms, gratio = settings[0], settings[1], settings[2], settings[3]
     damp0, up, down, reject, max_damp, same = (settings[4], settings[5], settings[6], settings[7], settings[8],
@@ -519,11 +583,10 @@ def _solve_frames(q0, kin, mk_row, mk_off, mk_axes, markers, weights, task_index
     n = q0.shape[1]
     nf = free.shape[0]
     n_axes = kin[17].shape[0]
-    scratch = (np.empty(n), np.empty((n_bodies, 3, 3)), np.empty((n_bodies, 3)), np.empty((n_axes, 3)),
-               np.empty((n_axes, 3)), np.empty(n_axes), np.empty((max(mk_cols.shape[1], 1), 3)), np.empty(3),
-               np.empty(3), np.empty((5, 3, 3)))
+    state = (np.empty(n), np.empty((n_bodies, 3, 3)), np.empty((n_bodies, 3)), np.empty((n_axes, 3)),
+             np.empty((n_axes, 3)), np.empty(n_axes), np.empty((5, 3, 3)), np.empty((n_bodies, MOMENTS)),
+             np.empty((n_axes, 6)))
     hess, grad = np.empty((nf, nf)), np.empty(nf)
-    hess_t, grad_t = np.empty((nf, nf)), np.empty(nf)
     system, rhs, step = np.empty((nf, nf)), np.empty(nf), np.empty(nf)
     x, trial, diag = np.empty(nf), np.empty(nf), np.empty(nf)
     keep = np.empty(nf, dtype=np.bool_)
@@ -540,17 +603,18 @@ def _solve_frames(q0, kin, mk_row, mk_off, mk_axes, markers, weights, task_index
         for k in range(nf):
             if not reference[b, k] == reference[b, k]:
                 has_ref = False
-        cost = _normal_equations(q, x, free, kin, mk_row, mk_off, mk_axes, markers[b], weights[b], task_index,
-                                 task_sqrt_w, task_values[b], col_of_coord, mk_cols, mk_axcol, scratch, hess, grad)
+        tv = task_values[b]
+        cost = _evaluate(q, x, free, kin, mk_row, mk_off, markers[b], weights[b], task_index, task_sqrt_w, tv, state)
+        _gradient(q, kin, ax_col, task_index, task_sqrt_w, tv, col_of_coord, state, grad)
+        _hessian(pairs, ax_col, task_index, task_sqrt_w, col_of_coord, state, hess)
         start_cost = cost
         damping = damp0
         iterations = max_iters
         converged = False
         for it in range(max_iters):
             _lm_step(hess, grad, x, damping, lower, upper, system, rhs, step, trial, keep, diag)
-            cost_t = _normal_equations(q, trial, free, kin, mk_row, mk_off, mk_axes, markers[b], weights[b],
-                                       task_index, task_sqrt_w, task_values[b], col_of_coord, mk_cols, mk_axcol,
-                                       scratch, hess_t, grad_t)
+            cost_t = _evaluate(q, trial, free, kin, mk_row, mk_off, markers[b], weights[b], task_index, task_sqrt_w,
+                               tv, state)
             accept = cost_t <= cost
             moved = 0.0
             for k in range(nf):
@@ -558,10 +622,9 @@ def _solve_frames(q0, kin, mk_row, mk_off, mk_axes, markers, weights, task_index
             if accept:
                 for k in range(nf):
                     x[k] = trial[k]
-                hess, hess_t = hess_t, hess
-                grad, grad_t = grad_t, grad
                 cost = cost_t
                 damping *= down
+                _gradient(q, kin, ax_col, task_index, task_sqrt_w, tv, col_of_coord, state, grad)
             else:
                 damping = max(damping * up, reject)
             flat = False
@@ -582,6 +645,8 @@ def _solve_frames(q0, kin, mk_row, mk_off, mk_axes, markers, weights, task_index
                 iterations = it + 1
                 converged = True
                 break
+            if accept:
+                _hessian(pairs, ax_col, task_index, task_sqrt_w, col_of_coord, state, hess)
         for i in range(n):
             out_q[b, i] = q0[b, i]
         for k in range(nf):
@@ -596,7 +661,7 @@ def _forward_markers(q, kin, mk_row, mk_off, n_bodies, out_q, out_markers):
     """Forward kinematics of every row of q (B, n): out_q (B, n) with dependents filled,
     out_markers (B, M, 3) in ground (m)."""
     (fn_kind, fn_scale, fn_poly, fn_knots, fn_coef, fn_last, cp_dep, cp_ind, cp_fn, j_parent, j_child, j_r_pf,
-     j_p_pf, j_r_cm, j_p_cm, j_tr, j_rot, ax_dir, ax_coord, ax_fn, ax_rot) = kin
+     j_p_pf, j_r_cm, j_p_cm, j_tr, j_rot, ax_dir, ax_coord, ax_fn, ax_rot, ax_body) = kin
     n_axes = ax_dir.shape[0]
     chain, body_r, body_p = np.empty(q.shape[1]), np.empty((n_bodies, 3, 3)), np.empty((n_bodies, 3))
     axis_w, axis_o, axis_slope = np.empty((n_axes, 3)), np.empty((n_axes, 3)), np.empty(n_axes)
@@ -629,17 +694,16 @@ def solve(native: NativeModel, q0: np.ndarray, problem: NativeProblem, settings:
           reference: np.ndarray | None = None) -> NativeSolved:
     """Levenberg-Marquardt on every frame of q0 (B, n) with the problem's rows (B first)."""
     b, n = q0.shape
-    nf = problem.free.shape[0]
-    ref = np.full((b, nf), np.nan) if reference is None else np.ascontiguousarray(reference, dtype=np.float64)
+    st = problem.structure
+    ref = np.full((b, st.free.shape[0]), np.nan) if reference is None else np.ascontiguousarray(reference, np.float64)
     out_q = np.empty((b, n))
     iterations = np.empty(b, dtype=np.int64)
     converged = np.empty(b, dtype=np.bool_)
     cost = np.empty(b)
     _solve_frames(np.ascontiguousarray(q0, dtype=np.float64), native.kinematics(), native.mk_row, native.mk_off,
-                  native.mk_axes, problem.markers, problem.weights, problem.task_index, problem.task_sqrt_w,
-                  problem.task_values, problem.col_of_coord, problem.mk_cols, problem.mk_axcol, problem.free,
-                  problem.lower, problem.upper, ref, settings, int(max_iters), native.n_bodies,
-                  out_q, iterations, converged, cost)
+                  problem.markers, problem.weights, problem.task_index, problem.task_sqrt_w, problem.task_values,
+                  st.free, st.col_of_coord, st.ax_col, st.pairs, problem.lower, problem.upper, ref, settings,
+                  int(max_iters), native.n_bodies, out_q, iterations, converged, cost)
     return NativeSolved(out_q, iterations, converged, cost)
 
 
@@ -650,3 +714,46 @@ def forward_markers(native: NativeModel, q: np.ndarray) -> tuple[np.ndarray, np.
     markers = np.empty((q.shape[0], native.mk_row.shape[0], 3))
     _forward_markers(q, native.kinematics(), native.mk_row, native.mk_off, native.n_bodies, out_q, markers)
     return out_q, markers
+
+
+@njit(cache=True)
+def _marker_report(q, kin, mk_row, mk_off, markers, used, n_bodies, out_q, total, rms, largest):
+    """OpenSim's per-frame marker report at q (B, n): squared-distance total, RMS and max over
+    the markers ``used`` (B, M) (NaN where none); out_q (B, n) with dependents filled."""
+    (fn_kind, fn_scale, fn_poly, fn_knots, fn_coef, fn_last, cp_dep, cp_ind, cp_fn, j_parent, j_child, j_r_pf,
+     j_p_pf, j_r_cm, j_p_cm, j_tr, j_rot, ax_dir, ax_coord, ax_fn, ax_rot, ax_body) = kin
+    n_axes = ax_dir.shape[0]
+    chain, body_r, body_p = np.empty(q.shape[1]), np.empty((n_bodies, 3, 3)), np.empty((n_bodies, 3))
+    axis_w, axis_o, axis_slope = np.empty((n_axes, 3)), np.empty((n_axes, 3)), np.empty(n_axes)
+    work = np.empty((5, 3, 3))
+    p = np.empty(3)
+    for b in range(q.shape[0]):
+        for i in range(q.shape[1]):
+            out_q[b, i] = q[b, i]
+        _forward_frame(out_q[b], fn_kind, fn_scale, fn_poly, fn_knots, fn_coef, fn_last, cp_dep, cp_ind, cp_fn,
+                       j_parent, j_child, j_r_pf, j_p_pf, j_r_cm, j_p_cm, j_tr, j_rot, ax_dir, ax_coord, ax_fn,
+                       chain, body_r, body_p, axis_w, axis_o, axis_slope, work)
+        count, sq, big = 0, 0.0, 0.0
+        for m in range(mk_row.shape[0]):
+            if not used[b, m]:
+                continue
+            _marker_position(p, body_r, body_p, mk_row[m], mk_off[m])
+            d2 = (p[0] - markers[b, m, 0]) ** 2 + (p[1] - markers[b, m, 1]) ** 2 + (p[2] - markers[b, m, 2]) ** 2
+            count += 1
+            sq += d2
+            big = max(big, math.sqrt(d2))
+        total[b] = sq if count else np.nan
+        rms[b] = math.sqrt(sq / count) if count else np.nan
+        largest[b] = big if count else np.nan
+
+
+def marker_report(native: NativeModel, q: np.ndarray, markers: np.ndarray, used: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(total squared m^2, RMS m, max m) per frame over ``used`` (B, M) markers of ``markers``
+    (B, M, 3), and q_full (B, n) with dependents filled, at q (B, n)."""
+    q = np.ascontiguousarray(q, dtype=np.float64)
+    b = q.shape[0]
+    out_q, total, rms, largest = np.empty_like(q), np.empty(b), np.empty(b), np.empty(b)
+    _marker_report(q, native.kinematics(), native.mk_row, native.mk_off, np.ascontiguousarray(markers, np.float64),
+                   np.ascontiguousarray(used), native.n_bodies, out_q, total, rms, largest)
+    return total, rms, largest, out_q

@@ -602,10 +602,11 @@ def _free_and_bounds(sk: SkeletonLike) -> tuple[torch.Tensor, torch.Tensor, torc
 
 def _build_problem(
     sk: SkeletonLike, markers: torch.Tensor, weights: torch.Tensor, targets: CoordinateTargets | None,
-    probe: bool = True,
+    probe: bool = True, marker_targets: bool = True,
 ) -> _Problem:
     """The chunk-independent problem; ``probe``: also the residual's sparsity structure, which
-    only the finite-difference Jacobian reads (it costs a forward pass of ~3 (F + 1) poses)."""
+    only the finite-difference Jacobian reads (it costs a forward pass of ~3 (F + 1) poses);
+    ``marker_targets``: also Skeleton.marker_targets, which only the torch loop reads."""
     t = markers.shape[0]
     present = ~torch.isnan(markers).any(dim=-1)
     sqrt_w = torch.sqrt(weights.clamp_min(0.0))[None].expand(t, -1) * present
@@ -621,7 +622,7 @@ def _build_problem(
     problem = _Problem(
         markers=clean, sqrt_w=sqrt_w, weights=sqrt_w * sqrt_w, task_index=k_index,
         task_sqrt_w=k_w, task_values=k_values, free=free, lower=lower, upper=upper,
-        targets=sk.marker_targets(clean, sqrt_w * sqrt_w),
+        targets=sk.marker_targets(clean, sqrt_w * sqrt_w) if marker_targets else None,
     )
     if not probe:
         return problem
@@ -723,17 +724,17 @@ def _solve(sk: SkeletonLike, q0: torch.Tensor, problem: _Problem, config: Refine
                    passes=sum(p.passes for p in pieces))
 
 
-def _suspicious(solved: _Solved, ratio: float) -> torch.Tensor:
-    """(T,) frames not converged, or whose objective exceeds a neighbour's by ``ratio``.
+def _suspicious(cost: np.ndarray, converged: np.ndarray, ratio: float) -> np.ndarray:
+    """(T,) frames not converged, or whose objective (T,) exceeds a neighbour's by ``ratio``.
 
     At lab and video frame rates the objective changes little from frame to frame, so a jump
-    marks a frame that fell into another local minimum than its neighbours.
+    marks a frame that fell into another local minimum than its neighbours. (numpy: these
+    few whole-trial checks run once per refinement, where torch's per-operator cost showed.)
     """
-    cost = solved.cost
-    neighbour = torch.full_like(cost, float("inf"))
-    neighbour[1:] = torch.minimum(neighbour[1:], cost[:-1])
-    neighbour[:-1] = torch.minimum(neighbour[:-1], cost[1:])
-    return ~solved.converged | (cost > ratio * neighbour + 1e-12)
+    neighbour = np.full_like(cost, np.inf)
+    neighbour[1:] = np.minimum(neighbour[1:], cost[:-1])
+    neighbour[:-1] = np.minimum(neighbour[:-1], cost[1:])
+    return ~converged | (cost > ratio * neighbour + 1e-12)
 
 
 def _wrapped(d: torch.Tensor) -> torch.Tensor:
@@ -742,11 +743,13 @@ def _wrapped(d: torch.Tensor) -> torch.Tensor:
     return torch.minimum(d, 2 * torch.pi - d)
 
 
-def _jumps(q: torch.Tensor, rotational: torch.Tensor, limit: float) -> torch.Tensor:
+def _jumps(q: np.ndarray, rotational: np.ndarray, limit: float) -> np.ndarray:
     """(T,) frames next to a jump of a rotational coordinate larger than ``limit`` (rad)."""
-    step = _wrapped(q[1:, rotational] - q[:-1, rotational]).amax(dim=1) if rotational.any() else q.new_zeros(q.shape[0] - 1)
-    big = step > limit
-    out = torch.zeros(q.shape[0], dtype=torch.bool)
+    out = np.zeros(q.shape[0], dtype=bool)
+    if not rotational.any() or q.shape[0] < 2:
+        return out
+    d = np.remainder(np.abs(q[1:, rotational] - q[:-1, rotational]), 2 * np.pi)
+    big = np.minimum(d, 2 * np.pi - d).max(axis=1) > limit
     out[1:] |= big
     out[:-1] |= big
     return out
@@ -781,16 +784,16 @@ class _Anatomy:
     default: torch.Tensor
 
 
-def _neighbour_pairs(retry: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(targets, sources) long: each frame flagged in ``retry`` (T,) bool from both neighbours."""
+def _neighbour_pairs(retry: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(targets, sources): each frame flagged in ``retry`` (T,) bool from both neighbours."""
     t = retry.shape[0]
     targets, sources = [], []
     for shift in (1, -1):
-        tgt = torch.arange(max(shift, 0), t + min(shift, 0))
-        keep = retry[tgt]
-        targets.append(tgt[keep])
-        sources.append(tgt[keep] - shift)
-    return torch.cat(targets), torch.cat(sources)
+        tgt = np.arange(max(shift, 0), t + min(shift, 0))
+        tgt = tgt[retry[tgt]]
+        targets.append(tgt)
+        sources.append(tgt - shift)
+    return np.concatenate(targets), np.concatenate(sources)
 
 
 def _reach_pairs(changed: list[int], frames: int, reach: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -823,15 +826,18 @@ def _temporal_sweeps(sk: SkeletonLike, solved: _Solved, problem: _Problem, confi
     free = torch.zeros(q.shape[1], dtype=torch.bool)
     free[problem.free] = True
     anatomy = _Anatomy(sk.coordinate_is_rotational.bool().cpu() & free, sk.coordinate_defaults.detach().cpu().double())
-    retry = _suspicious(solved, config.neighbour_cost_ratio) | _jumps(q, anatomy.rotational, config.max_jump)
+    retry = (_suspicious(cost.numpy(), converged.numpy(), config.neighbour_cost_ratio)
+             | _jumps(q.numpy(), anatomy.rotational.numpy(), config.max_jump))
     # A neighbour's answer is a close start: a candidate that needs many more steps is rarely
     # the better minimum, and bounding it keeps the small sweep batches cheap.
     sweep_config = dataclasses.replace(config, max_iters=min(config.max_iters, config.sweep_max_iters))
     tgt, src = _neighbour_pairs(retry)
     # A neighbour's answer this close to the frame's own is a start inside the frame's basin:
     # re-solving from it can only return to the same minimum.
-    apart = (q[tgt][:, problem.free] - q[src][:, problem.free]).abs().amax(dim=1) > config.sweep_skip_radius
-    tgt, src = tgt[apart], src[apart]
+    free_np = problem.free.numpy()
+    q_np = q.numpy()
+    apart = np.abs(q_np[tgt][:, free_np] - q_np[src][:, free_np]).max(axis=1, initial=0.0) > config.sweep_skip_radius
+    tgt, src = torch.from_numpy(tgt[apart]), torch.from_numpy(src[apart])
     rounds = candidates = passes = 0
     for _ in range(config.temporal_sweeps):
         if tgt.numel() == 0:
@@ -859,14 +865,13 @@ def marker_errors(
     native_model: native.NativeModel | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """OpenSim's report over weighted, present markers: total squared (m^2), RMS (m), max (m); and q_full.
-    ``native_model``: compute the forward kinematics with the compiled kernel (float64)."""
-    if native_model is not None:
-        q_np, xyz = native.forward_markers(native_model, q.detach().cpu().double().numpy())
-        q_full, model_markers = torch.from_numpy(q_np), torch.from_numpy(xyz)
-    else:
-        out = sk.forward(q)
-        q_full, model_markers = out.q_full, out.markers
+    ``native_model``: computed by the compiled kernel (float64)."""
     used = (~torch.isnan(markers).any(dim=-1)) & (weights > 0)[None]
+    if native_model is not None:
+        report = native.marker_report(native_model, q.detach().cpu().double().numpy(), markers.numpy(), used.numpy())
+        return tuple(torch.from_numpy(a) for a in report)
+    out = sk.forward(q)
+    q_full, model_markers = out.q_full, out.markers
     dist = torch.linalg.norm(model_markers - torch.nan_to_num(markers), dim=-1) * used
     count = used.sum(dim=1)
     total = (dist * dist).sum(dim=1)
@@ -891,13 +896,12 @@ def _native_model(sk: SkeletonLike, config: RefineConfig) -> native.NativeModel 
 
 
 def _native_problem(model: native.NativeModel, problem: _Problem) -> native.NativeProblem:
-    free = problem.free.numpy().astype(np.int64)
-    col_of_coord, mk_cols, mk_axcol = native.marker_columns(model, free)
     return native.NativeProblem(
         markers=problem.markers.numpy(), weights=problem.weights.contiguous().numpy(),
         task_index=problem.task_index.numpy().astype(np.int64), task_sqrt_w=problem.task_sqrt_w.numpy(),
-        task_values=problem.task_values.contiguous().numpy(), free=free, lower=problem.lower.numpy(),
-        upper=problem.upper.numpy(), col_of_coord=col_of_coord, mk_cols=mk_cols, mk_axcol=mk_axcol,
+        task_values=problem.task_values.contiguous().numpy(),
+        structure=native.structure(model, problem.free.numpy().astype(np.int64)),
+        lower=problem.lower.numpy(), upper=problem.upper.numpy(),
     )
 
 
@@ -948,12 +952,12 @@ def refine(
 
     sweeps = (0, 0, 0)
     try:
-        if config.threads is not None:
+        if config.threads is not None and config.threads != threads:
             torch.set_num_threads(config.threads)
         with torch.no_grad():
-            problem = _build_problem(sk, markers_t, weights_t, coordinate_tasks,
-                                     probe=config.jacobian == "finite_difference")
             model = _native_model(sk, config)
+            problem = _build_problem(sk, markers_t, weights_t, coordinate_tasks,
+                                     probe=config.jacobian == "finite_difference", marker_targets=model is None)
             if model is not None:
                 problem = dataclasses.replace(problem, native_model=model, native=_native_problem(model, problem))
             setup_s = lap()
@@ -965,7 +969,8 @@ def refine(
             q, iterations, converged = solved.q, solved.iterations, solved.converged
             total, rms, mx, q_full = marker_errors(sk, q, markers_t, weights_t, model)
     finally:
-        torch.set_num_threads(threads)
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
     stages = RefineStages(setup_s, solve_s, solve_passes, sweeps_s, *sweeps, report_s=lap())
     return RefineResult(
         q=q_full.detach(), marker_sq_error_total=total, marker_rms=rms, marker_max=mx,
