@@ -11,7 +11,7 @@ import torch
 
 from conftest import ROOT, shared_path
 from opensim_biopose.errors import InputError
-from opensim_biopose.neurik import NeurIK, default_config
+from opensim_biopose.neurik import NeurIK, default_config, native
 from opensim_biopose.neurik.checkpoint import CheckpointMeta
 from opensim_biopose.neurik.layout import build_layout
 from opensim_biopose.neurik.model import build_neurik, frame_weights, run_frames
@@ -46,7 +46,7 @@ def _gap(a: torch.Tensor, b: torch.Tensor, rotational: torch.Tensor) -> tuple[fl
 
 
 @pytest.mark.parametrize("name", list(TRIALS))
-def test_frames_path_matches_windows_path_on_lab_trials(name: str) -> None:
+def test_frames_path_matches_windows_path_on_lab_trials(name: str, monkeypatch) -> None:
     checkpoint = ROOT / "tests" / "checkpoints" / f"{name}.safetensors"
     if not checkpoint.is_file():
         pytest.skip(f"{checkpoint} is absent")
@@ -64,8 +64,11 @@ def test_frames_path_matches_windows_path_on_lab_trials(name: str) -> None:
     windows = nk.solve(names, xyz, times, inference="windows")
     frames = nk.solve(names, xyz, times, inference="frames")
     auto = nk.solve(names, xyz, times)
-    deg, metres = _gap(frames.q, windows.q, rotational)
-    assert deg <= MAX_DEG and metres <= MAX_M, f"{name}: frames vs windows {deg:.2e} deg, {metres:.2e} m"
+    monkeypatch.setattr(native, "AVAILABLE", False)                         # decoding with torch
+    frames_torch = nk.solve(names, xyz, times, inference="frames")
+    for label, q in (("compiled", frames.q), ("torch", frames_torch.q)):
+        deg, metres = _gap(q, windows.q, rotational)
+        assert deg <= MAX_DEG and metres <= MAX_M, f"{name}: frames ({label}) vs windows {deg:.2e} deg, {metres:.2e} m"
     assert torch.equal(auto.q, frames.q)                                    # "auto" takes the fast path
     assert np.array_equal(frames.empty_frames, windows.empty_frames) and bool(frames.empty_frames[20])
     assert frames.markers_used == windows.markers_used

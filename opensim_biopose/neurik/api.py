@@ -4,8 +4,9 @@
 over overlapping sliding windows, blends the windows (Hann weights), converts the root pose
 back to root coordinates and returns every coordinate of the model in OpenSim internal
 units (rad / m). A per-frame network (one-frame windows, no temporal layers: the lab
-checkpoints) skips the window machinery and runs on all frames at once with its weights gathered
-at load (:func:`.model.run_frames`): the same network numbers, without the blending.
+checkpoints) skips the window machinery: it runs on all frames at once with its weights gathered
+at load (:func:`.model.run_frames`), and its outputs are decoded into coordinates by one compiled
+loop (:mod:`.native`); the same numbers as the windowed path, see tests/test_neurik_frames.py.
 """
 from __future__ import annotations
 
@@ -23,9 +24,10 @@ from torch import Tensor
 from opensim_biopose.errors import CheckpointError, InputError
 from opensim_biopose.neurik.checkpoint import CheckpointMeta, load_checkpoint
 from opensim_biopose.neurik.features import (
-    decode, frame_features, predicted_coordinates, root_in_ground, window_features,
+    CoordinateRanges, decode, frame_features, point_in_ground, window_features,
 )
-from opensim_biopose.neurik.frames import orthonormalise, project_to_rotation, rotation_6d_to_matrix
+from opensim_biopose.neurik import native
+from opensim_biopose.neurik.frames import project_to_rotation, rotation_6d_to_matrix
 from opensim_biopose.neurik.layout import ModelLayout, RootPose, build_layout, solve_root_coordinates
 from opensim_biopose.neurik.model import NeurIKNet, build_neurik, frame_weights, is_per_frame, run_frames
 
@@ -42,7 +44,9 @@ _ROOT_CHUNK = 256
 @dataclasses.dataclass(frozen=True)
 class NeurIKStages:
     """Wall seconds of :meth:`NeurIK.solve`'s stages: the network over the windows (features,
-    network, decoding, blending) and the root-coordinate solve; ``total_s`` is the whole call."""
+    network, decoding, blending; per-frame networks: features and network) and the coordinates
+    (range clamps and root-coordinate solve; per-frame networks: also the decoding); ``total_s``
+    is the whole call."""
 
     windows_s: float
     root_s: float
@@ -118,6 +122,58 @@ def _interpolate_empty(q: Tensor, empty: np.ndarray, times: np.ndarray) -> Tenso
     return torch.from_numpy(qn)
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Decoded:
+    """The network's answer in physical units: q_pred (T, P) float64 predicted coordinates (rad / m),
+    root: root body pose in ground (float64) or None, scales: (NB, 3) or None."""
+
+    q_pred: Tensor
+    root: RootPose | None
+    scales: Tensor | None
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _FrameOutputs:
+    """A per-frame network's raw answer for T frames, float32.
+
+    Attributes:
+        q_pred: (T, P) predicted coordinates (rad / m), before the range clamps.
+        root_6d: (T, 6) root orientation in each frame's reference frame (6D), or None.
+        frame_rotation: (T, 3, 3) the reference frames (reference-to-ground), or None.
+        ground_position: (T, 3) the root body position in ground (m), or None.
+        scales: (NB, 3) segment scale factors (float64), or None.
+    """
+
+    q_pred: Tensor
+    root_6d: Tensor | None
+    frame_rotation: Tensor | None
+    ground_position: Tensor | None
+    scales: Tensor | None
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Bounds:
+    """Coordinate defaults and range clamps in the Skeleton's dtype, converted once.
+
+    Attributes:
+        default_q: (n,) default coordinates, clamped to their ranges where the model clamps them.
+        lower_predicted, upper_predicted: (P,) bounds of the predicted coordinates, -inf / +inf
+            where unclamped (rad / m).
+    """
+
+    default_q: Tensor
+    lower_predicted: Tensor
+    upper_predicted: Tensor
+
+    @classmethod
+    def of(cls, layout: ModelLayout, dtype: torch.dtype) -> _Bounds:
+        inf = torch.full_like(layout.lower, math.inf)
+        lower = torch.where(layout.clamped, layout.lower, -inf).to(dtype)
+        upper = torch.where(layout.clamped, layout.upper, inf).to(dtype)
+        default = layout.default_q.to(dtype).clamp(lower, upper)
+        return cls(default, lower[layout.predicted].clone(), upper[layout.predicted].clone())
+
+
 class NeurIK:
     """A trained NeurIK network for one Skeleton and marker list."""
 
@@ -128,6 +184,12 @@ class NeurIK:
         self.meta = meta
         # Gathered once: a per-frame network runs on plain tensors (see model.run_frames).
         self.frame_weights = frame_weights(net) if is_per_frame(net.cfg) else None
+        self._marker_slot = {m: k for k, m in enumerate(layout.marker_names)}
+        self._bounds = _Bounds.of(layout, sk.marker_offsets.dtype)
+        self._ranges = CoordinateRanges.of(layout, torch.float32)   # the network's dtype
+        self._decoder = (native.frame_decoder(layout, self._bounds.default_q, self._bounds.lower_predicted,
+                                              self._bounds.upper_predicted)
+                         if self.frame_weights is not None else None)
 
     @classmethod
     def load(cls, ckpt_path: str | os.PathLike[str], sk) -> NeurIK:
@@ -151,7 +213,8 @@ class NeurIK:
 
     def _map_markers(self, names: Sequence[str], xyz: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:
         index = {n: i for i, n in enumerate(names)}
-        unknown = [n for n in names if n not in set(self.layout.marker_names)]
+        known = self._marker_slot
+        unknown = [n for n in names if n not in known]
         if unknown:
             log.warning("NeurIK ignores %d markers it was not trained with: %s", len(unknown), ", ".join(unknown[:10]))
         used = tuple(m for m in self.layout.marker_names if m in index)
@@ -160,9 +223,7 @@ class NeurIK:
                 f"none of the input markers {list(names)[:8]} is known to this NeurIK checkpoint "
                 f"(it reads {list(self.layout.marker_names)[:8]}...); rename the markers or train for this set")
         out = np.full((xyz.shape[0], len(self.layout.marker_names), 3), np.nan, dtype=np.float64)
-        for k, m in enumerate(self.layout.marker_names):
-            if m in index:
-                out[:, k] = xyz[:, index[m]]
+        out[:, [known[m] for m in used]] = xyz[:, [index[m] for m in used]]
         return out, used
 
     @torch.no_grad()
@@ -202,31 +263,65 @@ class NeurIK:
         q_pred = acc_q / acc_w[:, None]
         root = RootPose(project_to_rotation(acc_r / acc_w[:, None, None]), acc_p / acc_w[:, None])
         scales = torch.exp(scales / max(scale_w, 1e-12)) if scales is not None else None
-        return q_pred, root, scales
+        return _Decoded(q_pred, root, scales)
 
     @torch.no_grad()
-    def _run_frames(self, markers: Tensor, visible: Tensor, stride: int):
-        """``_run_windows`` for a per-frame network: every frame is its own window, so there is
-        nothing to blend: each frame's answer is the network's (the windowed path's weighted mean of
-        one value equals it to float64 rounding; its SVD re-projection of the root rotation becomes
-        two Newton-Schulz steps, the same polar factor). ``stride`` is ignored (every frame is a window start)."""
+    def _run_frames(self, markers: Tensor, visible: Tensor, stride: int) -> _FrameOutputs:
+        """``_run_windows`` for a per-frame network, before decoding: every frame is its own window,
+        so there is nothing to blend (the windowed path's weighted mean of one value is that value).
+        The float32 steps of the decoding are done here, in the windowed path's own operations
+        (see :mod:`.native`): the predicted coordinates and the root position in ground.
+        ``stride`` is ignored."""
         lay = self.layout
         inp = frame_features(markers, visible, lay)
         out = run_frames(self.frame_weights, inp.relative[:, 0], inp.visible[:, 0], inp.centroid[:, 0])
-        q_pred = predicted_coordinates(out.coords[:, 0], lay).double()                  # (T, P)
-        root = None
+        root_6d = position = rotation = None
         if out.root_6d is not None and lay.has_root:
-            local = RootPose(rotation_6d_to_matrix(out.root_6d[:, 0]), out.root_position[:, 0])
-            ground = root_in_ground(local, RootPose(inp.frame.rotation[:, 0], inp.frame.position[:, 0]))
-            root = RootPose(orthonormalise(ground.rotation.double()), ground.position.double())
+            frame = RootPose(inp.frame.rotation[:, 0], inp.frame.position[:, 0])            # (T, 3, 3), (T, 3)
+            rotation, position = frame.rotation, point_in_ground(out.root_position[:, 0], frame)
+            root_6d = out.root_6d[:, 0]
         scales = None
         if out.log_scales is not None:
             n_vis = visible.double().sum(1)                                                # (T,)
             total = (torch.exp(out.log_scales).double().log() * n_vis[:, None, None]).sum(0)
             scales = torch.exp(total / max(float(n_vis.sum()), 1e-12))
-        return q_pred, root, scales
+        return _FrameOutputs(self._ranges(out.coords[:, 0]), root_6d, rotation, position, scales)
 
-    def _runner(self, inference: str) -> Callable[[NeurIK, Tensor, Tensor, int], tuple]:
+    def _window_coordinates(self, answer: _Decoded) -> Tensor:
+        """(T, n) coordinates in the Skeleton's dtype: defaults, clamped predictions, solved root."""
+        bounds = self._bounds
+        q = bounds.default_q.expand(answer.q_pred.shape[0], -1).clone()
+        q[:, self.layout.predicted] = answer.q_pred.to(q.dtype).clamp(bounds.lower_predicted, bounds.upper_predicted)
+        return self._solve_root(q, answer.root) if self.layout.has_root else q
+
+    def _solve_root(self, q: Tensor, root: RootPose) -> Tensor:
+        """q (T, n) with its root coordinates putting the root body at ``root`` (in ground)."""
+        rot, pos = root.rotation.to(q.dtype), root.position.to(q.dtype)
+        # The closed form takes any number of frames; Gauss-Newton's grid of starts is chunked.
+        chunk = q.shape[0] if self.layout.root_closed_form is not None else _ROOT_CHUNK
+        return torch.cat([solve_root_coordinates(self.sk, q[i:i + chunk], self.layout,
+                                                 RootPose(rot[i:i + chunk], pos[i:i + chunk]))
+                          for i in range(0, q.shape[0], chunk)])
+
+    def _frame_coordinates(self, out: _FrameOutputs) -> Tensor:
+        """:meth:`_window_coordinates` of a per-frame network's raw outputs: one compiled loop
+        (see :mod:`.native`; Gauss-Newton root solves stay in torch), or torch where numba is absent."""
+        has_root = out.root_6d is not None
+        if not native.AVAILABLE:
+            root = None
+            if has_root:
+                root = RootPose((out.frame_rotation @ rotation_6d_to_matrix(out.root_6d)).double(),
+                                out.ground_position.double())
+            return self._window_coordinates(_Decoded(out.q_pred.double(), root, None))
+        arrays = (out.root_6d, out.frame_rotation, out.ground_position) if has_root else (None, None, None)
+        q, rotation = native.decode_frames(self._decoder, out.q_pred.numpy(),
+                                           *(a.numpy() if a is not None else None for a in arrays))
+        q = torch.from_numpy(q).to(self.sk.marker_offsets.dtype)
+        if has_root and self.layout.root_closed_form is None:
+            q = self._solve_root(q, RootPose(torch.from_numpy(rotation), out.ground_position))
+        return q
+
+    def _runner(self, inference: str) -> _Inference:
         """The network runner for ``inference`` ("auto": "frames" for a per-frame network, else "windows")."""
         if inference == "auto":
             inference = "frames" if self.frame_weights is not None else "windows"
@@ -253,7 +348,7 @@ class NeurIK:
             NeurIKResult with q (T, n) in rad / m for every coordinate, and scale factors.
         """
         begin = time.perf_counter()
-        run = self._runner(inference)
+        runner = self._runner(inference)
         xyz = np.asarray(xyz.detach().cpu() if isinstance(xyz, Tensor) else xyz, dtype=np.float64)
         times = np.asarray(times, dtype=np.float64).reshape(-1)
         if xyz.ndim != 3 or xyz.shape[2] != 3 or xyz.shape[1] != len(marker_names):
@@ -271,31 +366,30 @@ class NeurIK:
         visible = torch.from_numpy(visible_np)
         w = self.meta.config.window
         windows_start = time.perf_counter()
-        q_pred, root, scales = run(self, markers, visible, stride or max(1, w // 2))
+        answer = runner.network(self, markers, visible, stride or max(1, w // 2))
         root_start = time.perf_counter()
-        sk_dtype = self.sk.marker_offsets.dtype
-        lay = self.layout
-        q = lay.default_q.to(sk_dtype).expand(xyz.shape[0], -1).clone()
-        q[:, lay.predicted] = q_pred.to(sk_dtype)
-        lo, hi = lay.lower.to(sk_dtype), lay.upper.to(sk_dtype)
-        q = torch.where(lay.clamped, torch.minimum(torch.maximum(q, lo), hi), q)
-        if lay.has_root:
-            rot, pos = root.rotation.to(sk_dtype), root.position.to(sk_dtype)
-            q = torch.cat([solve_root_coordinates(self.sk, q[i:i + _ROOT_CHUNK], lay,
-                                                  RootPose(rot[i:i + _ROOT_CHUNK], pos[i:i + _ROOT_CHUNK]))
-                           for i in range(0, q.shape[0], _ROOT_CHUNK)])
+        q = runner.coordinates(self, answer)
         root_end = time.perf_counter()
-        q = _interpolate_empty(q.double(), empty, times)
+        q = _interpolate_empty(q, empty, times)                                 # q: the Skeleton's dtype
         with torch.no_grad():  # dependent coordinates follow their couplers (scaling does not change them)
-            q_full = self.sk.fill_dependent(q.to(sk_dtype)).double()
+            q_full = self.sk.fill_dependent(q).double()
         stages = NeurIKStages(root_start - windows_start, root_end - root_start, time.perf_counter() - begin)
-        return NeurIKResult(q_full, tuple(self.sk.coordinate_names), times, scales, used, empty, stages)
+        return NeurIKResult(q_full, tuple(self.sk.coordinate_names), times, answer.scales, used, empty, stages)
 
 
-# How NeurIK.solve runs the network over a trial: "windows" blends overlapping sliding windows
-# (any network, and the reference the fast path is tested against); "frames" runs a per-frame
-# network on all frames at once without window machinery (the same numbers, see _run_frames).
-INFERENCE: dict[str, Callable[[NeurIK, Tensor, Tensor, int], tuple]] = {
-    "windows": NeurIK._run_windows,
-    "frames": NeurIK._run_frames,
+@dataclasses.dataclass(frozen=True)
+class _Inference:
+    """How NeurIK.solve runs the network over a trial (``network``) and turns its answer into
+    (T, n) coordinates in the Skeleton's dtype (``coordinates``)."""
+
+    network: Callable
+    coordinates: Callable
+
+
+# "windows" blends overlapping sliding windows (any network, and the reference the fast path is
+# tested against); "frames" runs a per-frame network on all frames at once without the window
+# machinery and decodes its outputs in one compiled loop (the same numbers, see _run_frames).
+INFERENCE: dict[str, _Inference] = {
+    "windows": _Inference(NeurIK._run_windows, NeurIK._window_coordinates),
+    "frames": _Inference(NeurIK._run_frames, NeurIK._frame_coordinates),
 }

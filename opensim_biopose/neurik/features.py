@@ -149,20 +149,42 @@ def decode(out: NeurIKOutput, inp: WindowInput, layout: ModelLayout) -> Decoded:
     return Decoded(q, local, ground, scales)
 
 
-def predicted_coordinates(coords: Tensor, layout: ModelLayout) -> Tensor:
-    """Network coordinate outputs (..., P) -> the predicted coordinates (..., P), rad / m.
+@dataclasses.dataclass(frozen=True, eq=False)
+class CoordinateRanges:
+    """The map of network outputs onto the predicted coordinates' ranges, in one dtype.
 
     tanh keeps every prediction inside the coordinate's range (+5 % slack for values sitting
     on a bound): wide ranges otherwise admit a second Euler-angle solution with the same
     marker positions (hip flexion +180, adduction 180 - b, rotation +180) that the marker
     loss happily pulls predictions into.
+
+    Attributes:
+        centre: (P,) mid-range (rad / m); scale: (P,) slack times the half span.
     """
-    dtype = coords.dtype
-    return layout.centre.to(dtype) + _SLACK * layout.half_span.to(dtype) * torch.tanh(coords)
+
+    centre: Tensor
+    scale: Tensor
+
+    @classmethod
+    def of(cls, layout: ModelLayout, dtype: torch.dtype) -> CoordinateRanges:
+        return cls(layout.centre.to(dtype), _SLACK * layout.half_span.to(dtype))
+
+    def __call__(self, coords: Tensor) -> Tensor:
+        """Network coordinate outputs (..., P) -> the predicted coordinates (..., P), rad / m."""
+        return self.centre + self.scale * torch.tanh(coords)
+
+
+def predicted_coordinates(coords: Tensor, layout: ModelLayout) -> Tensor:
+    """Network coordinate outputs (..., P) -> the predicted coordinates (..., P), rad / m (see
+    :class:`CoordinateRanges`)."""
+    return CoordinateRanges.of(layout, coords.dtype)(coords)
 
 
 def root_in_ground(local: RootPose, frame: RootPose) -> RootPose:
     """A pose in the reference frames (rotation (..., 3, 3), position (..., 3) m) -> ground."""
-    fr = frame.rotation
-    return RootPose(fr @ local.rotation,
-                    frame.position + (local.position.unsqueeze(-2) @ fr.transpose(-1, -2)).squeeze(-2))
+    return RootPose(frame.rotation @ local.rotation, point_in_ground(local.position, frame))
+
+
+def point_in_ground(point: Tensor, frame: RootPose) -> Tensor:
+    """Points (..., 3) in the reference frames (rotation (..., 3, 3), position (..., 3)) -> ground (m)."""
+    return frame.position + (point.unsqueeze(-2) @ frame.rotation.transpose(-1, -2)).squeeze(-2)

@@ -49,16 +49,6 @@ def project_to_rotation(m: Tensor) -> Tensor:
     return (u * fix.unsqueeze(-2)) @ vh
 
 
-def orthonormalise(m: Tensor, steps: int = 2) -> Tensor:
-    """Nearest rotation (polar factor) of matrices (..., 3, 3) already orthonormal to float32
-    rounding, by Newton-Schulz steps ``m <- m (3 I - m^T m) / 2``: the error squares each step
-    (1e-7 -> 1e-14 -> round-off), so two steps in float64 give :func:`project_to_rotation`'s
-    answer without an SVD. Not for matrices far from a rotation (use project_to_rotation)."""
-    for _ in range(steps):
-        m = 1.5 * m - 0.5 * (m @ (m.transpose(-1, -2) @ m))
-    return m
-
-
 def estimate_heading(points: Tensor, visible: Tensor, reference: Tensor) -> Tensor:
     """Heading of each window from a 2D Procrustes fit in the horizontal (X, Z) plane.
 

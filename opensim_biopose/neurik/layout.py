@@ -270,6 +270,10 @@ class EulerRoot:
         translation_inverse: (3, 3) inverse of the ground-frame translation axes [R_GF d_i].
         translation_gain, translation_offset: (3,) axis value = gain * q + offset (m).
         p_gf: (3,) origin of F in ground (m); p_cm: (3,) origin of M in the root body (m).
+        coordinates: (6,) rotation then translation coordinate indices.
+        angle_sign: (3,) signs of the X-Y-Z angles' atan2 numerators (the third carries s).
+        translation_matrix, translation_constant: (3, 3), (3,): translation coordinates =
+            (p + R p_cm) @ translation_matrix + translation_constant for a root pose (R, p).
     """
 
     rotation_coordinates: Tensor
@@ -284,6 +288,16 @@ class EulerRoot:
     translation_offset: Tensor
     p_gf: Tensor
     p_cm: Tensor
+    coordinates: Tensor
+    angle_sign: Tensor
+    translation_matrix: Tensor
+    translation_constant: Tensor
+
+
+# Entries of a row-major flattened 3x3 matrix m that _xyz_angles reads: the atan2 numerators
+# -m12, m02, -m01 and the denominators m22, (hypot(m00, m01)), m00.
+_NUMERATORS = (5, 2, 1)
+_DENOMINATORS = (8, 0, 0)
 
 
 def _xyz_angles(m: Tensor) -> Tensor:
@@ -296,16 +310,21 @@ def _xyz_angles(m: Tensor) -> Tensor:
 
 def euler_root_coordinates(form: EulerRoot, q: Tensor, target: RootPose) -> Tensor:
     """Closed-form root coordinates putting the root body at ``target`` (rotation (B, 3, 3),
-    position (B, 3) m); q (B, n) with its other entries kept. Rotations wrapped to (-pi, pi]."""
+    position (B, 3) m); q (B, n) with its other entries kept. Rotations wrapped to (-pi, pi].
+
+    The X-Y-Z angles of ``left R right`` as in :func:`_xyz_angles` (the sign s folded into the
+    third numerator, one atan2 for all three), then the axis values' inverse affine maps.
+    """
     r = target.rotation.to(torch.float64)
-    angles = _xyz_angles(form.left @ r @ form.right)
-    angles = angles * torch.tensor([1.0, 1.0, form.third_sign], dtype=torch.float64)
+    m = (form.left @ r @ form.right).flatten(-2)                                  # (B, 9)
+    den = m[:, _DENOMINATORS]
+    den[:, 1] = torch.hypot(m[:, 0], m[:, 1])
+    angles = torch.atan2(m[:, _NUMERATORS] * form.angle_sign, den)
     rot = _wrap((angles - form.rotation_offset) / form.rotation_gain)
-    lever = target.position.to(torch.float64) - form.p_gf + r @ form.p_cm
-    values = lever @ form.translation_inverse.T
+    trans = torch.addmm(form.translation_constant, target.position.to(torch.float64) + r @ form.p_cm,
+                        form.translation_matrix)
     out = q.clone()
-    out[:, form.rotation_coordinates] = rot.to(q.dtype)
-    out[:, form.translation_coordinates] = ((values - form.translation_offset) / form.translation_gain).to(q.dtype)
+    out[:, form.coordinates] = torch.cat([rot, trans], 1).to(q.dtype)
     return out
 
 
@@ -340,6 +359,12 @@ def _euler_candidate(joint: JointSpec, root: list[int]) -> EulerRoot | None:
     directions = r_gf @ torch.tensor([a.axis for a in joint.translations], dtype=f64).T
     if float(torch.linalg.svdvals(directions)[-1]) < 1e-6:            # translations span < 3D
         return None
+    inverse = torch.linalg.inv(directions)
+    t_gain = torch.tensor([p[1] for p in translations], dtype=f64)
+    t_offset = torch.tensor([p[2] for p in translations], dtype=f64)
+    p_gf = torch.tensor(joint.parent_frame.translation, dtype=f64)
+    # coordinates = ((p - p_gf + R p_cm) @ inverse^T - offset) / gain, as one affine map of p + R p_cm
+    matrix = inverse.T / t_gain
     return EulerRoot(
         rotation_coordinates=torch.tensor([p[0] for p in rotations], dtype=torch.long),
         translation_coordinates=torch.tensor([p[0] for p in translations], dtype=torch.long),
@@ -348,11 +373,15 @@ def _euler_candidate(joint: JointSpec, root: list[int]) -> EulerRoot | None:
         third_sign=sign,
         rotation_gain=torch.tensor([p[1] for p in rotations], dtype=f64),
         rotation_offset=torch.tensor([p[2] for p in rotations], dtype=f64),
-        translation_inverse=torch.linalg.inv(directions),
-        translation_gain=torch.tensor([p[1] for p in translations], dtype=f64),
-        translation_offset=torch.tensor([p[2] for p in translations], dtype=f64),
-        p_gf=torch.tensor(joint.parent_frame.translation, dtype=f64),
+        translation_inverse=inverse,
+        translation_gain=t_gain,
+        translation_offset=t_offset,
+        p_gf=p_gf,
         p_cm=torch.tensor(joint.child_frame.translation, dtype=f64),
+        coordinates=torch.tensor([p[0] for p in rotations + translations], dtype=torch.long),
+        angle_sign=torch.tensor([-1.0, 1.0, -sign], dtype=f64),
+        translation_matrix=matrix,
+        translation_constant=-(p_gf @ matrix) - t_offset / t_gain,
     )
 
 
