@@ -61,7 +61,8 @@ class NativeModel:
     frame), ``ax_coord`` (A,) coordinate read (-1: constant), ``ax_fn`` (A,) function,
     ``ax_rot`` (A,) 1 for rotations, ``ax_body`` (A,) the joint's child body row (an axis moves
     the markers of that body's subtree), ``ax_joint`` (A,); ``j_ancestors``: per joint, the
-    joints above it. Markers (M): body row and offset (m) in the body.
+    joints above it; ``j_identity`` (J, 2): 1 where the F / M frame's rotation is the identity
+    (most joints: their products are skipped). Markers (M): body row and offset (m) in the body.
     """
 
     fn_kind: np.ndarray
@@ -88,6 +89,7 @@ class NativeModel:
     ax_rot: np.ndarray
     ax_body: np.ndarray
     ax_joint: np.ndarray
+    j_identity: np.ndarray
     j_ancestors: tuple[frozenset[int], ...]
     mk_row: np.ndarray
     mk_off: np.ndarray
@@ -102,7 +104,7 @@ class NativeModel:
         return (self.fn_kind, self.fn_scale, self.fn_poly, self.fn_knots, self.fn_coef, self.fn_last,
                 self.cp_dep, self.cp_ind, self.cp_fn, self.j_parent, self.j_child, self.j_r_pf, self.j_p_pf,
                 self.j_r_cm, self.j_p_cm, self.j_tr, self.j_rot, self.ax_dir, self.ax_coord, self.ax_fn, self.ax_rot,
-                self.ax_body)
+                self.ax_body, self.j_identity)
 
 
 def _is_active(axis: AxisSpec) -> bool:
@@ -179,6 +181,7 @@ def build_native_model(model: KinematicModel) -> NativeModel:
         return np.array([getattr(j, key).translation for j in model.joints], dtype=np.float64).reshape(-1, 3)
 
     i64 = np.int64
+    r_pf, r_cm = mats("parent_frame"), mats("child_frame")
     return NativeModel(
         fn_kind=kind, fn_scale=scale, fn_poly=poly, fn_knots=knots, fn_coef=coef, fn_last=last,
         cp_dep=np.array([c.dependent for c in model.couplers], dtype=i64),
@@ -187,12 +190,13 @@ def build_native_model(model: KinematicModel) -> NativeModel:
         coord_root=_coordinate_roots(model),
         j_parent=np.array([j.parent + 1 for j in model.joints], dtype=i64),
         j_child=np.array([j.child + 1 for j in model.joints], dtype=i64),
-        j_r_pf=mats("parent_frame"), j_p_pf=vecs("parent_frame"),
-        j_r_cm=mats("child_frame"), j_p_cm=vecs("child_frame"),
+        j_r_pf=r_pf, j_p_pf=vecs("parent_frame"), j_r_cm=r_cm, j_p_cm=vecs("child_frame"),
         j_tr=np.array(j_tr, dtype=i64).reshape(-1, 2), j_rot=np.array(j_rot, dtype=i64).reshape(-1, 2),
         ax_dir=np.array(ax_dir, dtype=np.float64).reshape(-1, 3),
         ax_coord=np.array(ax_coord, dtype=i64), ax_fn=np.array(ax_fn, dtype=i64), ax_rot=np.array(ax_rot, dtype=i64),
         ax_body=np.array(ax_body, dtype=i64), ax_joint=np.array(ax_joint, dtype=i64), j_ancestors=tuple(ancestors),
+        j_identity=np.stack([(r_pf == np.eye(3)).all(axis=(1, 2)), (r_cm == np.eye(3)).all(axis=(1, 2))],
+                            axis=1).astype(i64).reshape(-1, 2),
         mk_row=np.array([m.body + 1 for m in model.markers], dtype=i64),
         mk_off=np.array([m.offset for m in model.markers], dtype=np.float64).reshape(-1, 3),
     )
@@ -302,7 +306,7 @@ def _rotate(out, r, axis, angle):
 @njit(cache=True)
 def _forward_frame(q, fn_kind, fn_scale, fn_poly, fn_knots, fn_coef, fn_last, cp_dep, cp_ind, cp_fn,
                    j_parent, j_child, j_r_pf, j_p_pf, j_r_cm, j_p_cm, j_tr, j_rot, ax_dir, ax_coord, ax_fn,
-                   chain, body_r, body_p, axis_w, axis_o, axis_slope, work):
+                   j_identity, chain, body_r, body_p, axis_w, axis_o, axis_slope, work):
     """One pose: fills dependent coordinates of q (n,) in place, chain (n,) = d q / d q[root],
     body rotations/origins (NB, 3, 3)/(NB, 3) in ground, and per axis its world direction
     (A, 3), its rotation centre (A, 3) and d value / d q[coordinate] (A,). work: (5, 3, 3) scratch."""
@@ -326,8 +330,11 @@ def _forward_frame(q, fn_kind, fn_scale, fn_poly, fn_knots, fn_coef, fn_last, cp
                 acc += body_r[pa, a, b] * j_p_pf[j, b]
             p_f[a] = acc
             for b in range(3):
-                r_f[a, b] = (body_r[pa, a, 0] * j_r_pf[j, 0, b] + body_r[pa, a, 1] * j_r_pf[j, 1, b]
-                             + body_r[pa, a, 2] * j_r_pf[j, 2, b])
+                if j_identity[j, 0]:
+                    r_f[a, b] = body_r[pa, a, b]
+                else:
+                    r_f[a, b] = (body_r[pa, a, 0] * j_r_pf[j, 0, b] + body_r[pa, a, 1] * j_r_pf[j, 1, b]
+                                 + body_r[pa, a, 2] * j_r_pf[j, 2, b])
         t[0] = t[1] = t[2] = 0.0
         start, count = j_tr[j, 0], j_tr[j, 1]
         for ax in range(start, start + count):
@@ -358,8 +365,11 @@ def _forward_frame(q, fn_kind, fn_scale, fn_poly, fn_knots, fn_coef, fn_last, cp
         # child body: R_GC = R_GM R_CM^T, p_GC = p_GM - R_GC p_CM
         for a in range(3):
             for b in range(3):
-                body_r[ch, a, b] = (r_a[a, 0] * j_r_cm[j, b, 0] + r_a[a, 1] * j_r_cm[j, b, 1]
-                                    + r_a[a, 2] * j_r_cm[j, b, 2])
+                if j_identity[j, 1]:
+                    body_r[ch, a, b] = r_a[a, b]
+                else:
+                    body_r[ch, a, b] = (r_a[a, 0] * j_r_cm[j, b, 0] + r_a[a, 1] * j_r_cm[j, b, 1]
+                                        + r_a[a, 2] * j_r_cm[j, b, 2])
         for a in range(3):
             body_p[ch, a] -= (body_r[ch, a, 0] * j_p_cm[j, 0] + body_r[ch, a, 1] * j_p_cm[j, 1]
                               + body_r[ch, a, 2] * j_p_cm[j, 2])
@@ -388,13 +398,13 @@ def _evaluate(q_full, x, free, kin, mk_row, mk_off, markers, weights, task_index
     of every body's subtree, which :func:`_gradient` and :func:`_hessian` read.
     ``markers`` (M, 3), ``weights`` (M,), ``task_values`` (K,) belong to one frame."""
     (fn_kind, fn_scale, fn_poly, fn_knots, fn_coef, fn_last, cp_dep, cp_ind, cp_fn, j_parent, j_child, j_r_pf,
-     j_p_pf, j_r_cm, j_p_cm, j_tr, j_rot, ax_dir, ax_coord, ax_fn, ax_rot, ax_body) = kin
+     j_p_pf, j_r_cm, j_p_cm, j_tr, j_rot, ax_dir, ax_coord, ax_fn, ax_rot, ax_body, j_identity) = kin
     chain, body_r, body_p, axis_w, axis_o, axis_slope, work, mom, twist = state
     for k in range(free.shape[0]):
         q_full[free[k]] = x[k]
     _forward_frame(q_full, fn_kind, fn_scale, fn_poly, fn_knots, fn_coef, fn_last, cp_dep, cp_ind, cp_fn,
                    j_parent, j_child, j_r_pf, j_p_pf, j_r_cm, j_p_cm, j_tr, j_rot, ax_dir, ax_coord, ax_fn,
-                   chain, body_r, body_p, axis_w, axis_o, axis_slope, work)
+                   j_identity, chain, body_r, body_p, axis_w, axis_o, axis_slope, work)
     mom[:, :] = 0.0
     cost = 0.0
     for m in range(mk_row.shape[0]):
@@ -661,7 +671,7 @@ def _forward_markers(q, kin, mk_row, mk_off, n_bodies, out_q, out_markers):
     """Forward kinematics of every row of q (B, n): out_q (B, n) with dependents filled,
     out_markers (B, M, 3) in ground (m)."""
     (fn_kind, fn_scale, fn_poly, fn_knots, fn_coef, fn_last, cp_dep, cp_ind, cp_fn, j_parent, j_child, j_r_pf,
-     j_p_pf, j_r_cm, j_p_cm, j_tr, j_rot, ax_dir, ax_coord, ax_fn, ax_rot, ax_body) = kin
+     j_p_pf, j_r_cm, j_p_cm, j_tr, j_rot, ax_dir, ax_coord, ax_fn, ax_rot, ax_body, j_identity) = kin
     n_axes = ax_dir.shape[0]
     chain, body_r, body_p = np.empty(q.shape[1]), np.empty((n_bodies, 3, 3)), np.empty((n_bodies, 3))
     axis_w, axis_o, axis_slope = np.empty((n_axes, 3)), np.empty((n_axes, 3)), np.empty(n_axes)
@@ -671,7 +681,7 @@ def _forward_markers(q, kin, mk_row, mk_off, n_bodies, out_q, out_markers):
             out_q[b, i] = q[b, i]
         _forward_frame(out_q[b], fn_kind, fn_scale, fn_poly, fn_knots, fn_coef, fn_last, cp_dep, cp_ind, cp_fn,
                        j_parent, j_child, j_r_pf, j_p_pf, j_r_cm, j_p_cm, j_tr, j_rot, ax_dir, ax_coord, ax_fn,
-                       chain, body_r, body_p, axis_w, axis_o, axis_slope, work)
+                       j_identity, chain, body_r, body_p, axis_w, axis_o, axis_slope, work)
         for m in range(mk_row.shape[0]):
             _marker_position(out_markers[b, m], body_r, body_p, mk_row[m], mk_off[m])
 
@@ -721,7 +731,7 @@ def _marker_report(q, kin, mk_row, mk_off, markers, used, n_bodies, out_q, total
     """OpenSim's per-frame marker report at q (B, n): squared-distance total, RMS and max over
     the markers ``used`` (B, M) (NaN where none); out_q (B, n) with dependents filled."""
     (fn_kind, fn_scale, fn_poly, fn_knots, fn_coef, fn_last, cp_dep, cp_ind, cp_fn, j_parent, j_child, j_r_pf,
-     j_p_pf, j_r_cm, j_p_cm, j_tr, j_rot, ax_dir, ax_coord, ax_fn, ax_rot, ax_body) = kin
+     j_p_pf, j_r_cm, j_p_cm, j_tr, j_rot, ax_dir, ax_coord, ax_fn, ax_rot, ax_body, j_identity) = kin
     n_axes = ax_dir.shape[0]
     chain, body_r, body_p = np.empty(q.shape[1]), np.empty((n_bodies, 3, 3)), np.empty((n_bodies, 3))
     axis_w, axis_o, axis_slope = np.empty((n_axes, 3)), np.empty((n_axes, 3)), np.empty(n_axes)
@@ -732,7 +742,7 @@ def _marker_report(q, kin, mk_row, mk_off, markers, used, n_bodies, out_q, total
             out_q[b, i] = q[b, i]
         _forward_frame(out_q[b], fn_kind, fn_scale, fn_poly, fn_knots, fn_coef, fn_last, cp_dep, cp_ind, cp_fn,
                        j_parent, j_child, j_r_pf, j_p_pf, j_r_cm, j_p_cm, j_tr, j_rot, ax_dir, ax_coord, ax_fn,
-                       chain, body_r, body_p, axis_w, axis_o, axis_slope, work)
+                       j_identity, chain, body_r, body_p, axis_w, axis_o, axis_slope, work)
         count, sq, big = 0, 0.0, 0.0
         for m in range(mk_row.shape[0]):
             if not used[b, m]:
