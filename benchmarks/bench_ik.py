@@ -390,8 +390,8 @@ def print_breakdown(rows: list[Breakdown]) -> None:
     """Per-stage times of NeurIK + refinement (ms) from the fastest run of each."""
     if not rows:
         return
-    print("\nNeurIK + refinement, per stage (ms, fastest run; a pass = one batched Skeleton.normal_equations"
-          " call + its LM step):")
+    print("\nNeurIK + refinement, per stage (ms, fastest run; passes = 1 + the most Levenberg-Marquardt iterations of"
+          " any frame: the batched torch loop's count; the default compiled kernel solves each frame on its own):")
     print(f"  {'trial':<16}{'thr':>4}{'total':>8}{'NeurIK':>8}{'(net':>6}{'root)':>6}{'setup':>7}{'solve':>7}"
           f"{'passes':>7}{'ms/pass':>8}{'sweeps':>8}{'rounds':>7}{'re-solves':>10}{'passes':>7}{'report':>7}")
     for b in rows:
