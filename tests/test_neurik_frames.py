@@ -70,6 +70,10 @@ def test_frames_path_matches_windows_path_on_lab_trials(name: str, monkeypatch) 
         deg, metres = _gap(q, windows.q, rotational)
         assert deg <= MAX_DEG and metres <= MAX_M, f"{name}: frames ({label}) vs windows {deg:.2e} deg, {metres:.2e} m"
     assert torch.equal(auto.q, frames.q)                                    # "auto" takes the fast path
+    keep = [i for i, n in enumerate(names) if n != nk.marker_names[0]]       # a checkpoint marker not given
+    short = [nk.solve([names[i] for i in keep], xyz[:, keep], times, inference=k).q for k in ("windows", "frames")]
+    deg, metres = _gap(short[1], short[0], rotational)
+    assert deg <= MAX_DEG and metres <= MAX_M, f"{name}, a marker short: {deg:.2e} deg, {metres:.2e} m"
     assert np.array_equal(frames.empty_frames, windows.empty_frames) and bool(frames.empty_frames[20])
     assert frames.markers_used == windows.markers_used
     # The answer is a pose, not noise: the knees move through the gait cycle by tens of degrees.

@@ -222,8 +222,11 @@ class NeurIK:
             raise InputError(
                 f"none of the input markers {list(names)[:8]} is known to this NeurIK checkpoint "
                 f"(it reads {list(self.layout.marker_names)[:8]}...); rename the markers or train for this set")
-        out = np.full((xyz.shape[0], len(self.layout.marker_names), 3), np.nan, dtype=np.float64)
-        out[:, [known[m] for m in used]] = xyz[:, [index[m] for m in used]]
+        columns = [index[m] for m in used]
+        if len(used) == len(known):   # every checkpoint marker present: one gather
+            return xyz[:, columns], used
+        out = np.full((xyz.shape[0], len(known), 3), np.nan, dtype=np.float64)
+        out[:, [known[m] for m in used]] = xyz[:, columns]
         return out, used
 
     @torch.no_grad()
@@ -358,12 +361,15 @@ class NeurIK:
             raise InputError(f"need one time per frame and at least one frame: {times.shape[0]} times for "
                              f"{xyz.shape[0]} frames")
         mapped, used = self._map_markers(marker_names, xyz)
-        visible_np = np.isfinite(mapped).all(-1)
+        # A marker is usable where all three coordinates are finite (their sum is; summing three
+        # strided views is ~10x faster than .all(-1) over a length-3 axis).
+        visible_np = np.isfinite(mapped[..., 0] + mapped[..., 1] + mapped[..., 2])
         empty = ~visible_np.any(1)
         if empty.all():
             raise InputError("no frame of the marker trial has any usable (non-NaN) marker that NeurIK knows")
-        markers = torch.from_numpy(np.where(visible_np[..., None], mapped, 0.0)).float()
-        visible = torch.from_numpy(visible_np)
+        markers_np = mapped.astype(np.float32)
+        markers_np[~visible_np] = 0.0
+        markers, visible = torch.from_numpy(markers_np), torch.from_numpy(visible_np)
         w = self.meta.config.window
         windows_start = time.perf_counter()
         answer = runner.network(self, markers, visible, stride or max(1, w // 2))

@@ -91,23 +91,26 @@ def frame_features(markers: Tensor, visible: Tensor, layout: ModelLayout) -> Win
         With one frame per window, a frame with < 3 root markers has no window mean to borrow
         and takes its own heading frame.
     """
-    markers = torch.nan_to_num(markers)[:, None]
-    visible = visible[:, None]
+    markers = torch.nan_to_num(markers)                                          # (T, M, 3)
     if layout.rigid_root:
         h = layout.heading_markers
-        rot, pos, ok = kabsch(markers[:, :, h], visible[:, :, h], layout.root_reference)
+        rot, pos, ok = kabsch(markers[:, None, h], visible[:, None, h], layout.root_reference)
         if not bool(ok.all()):  # all frames, as window_features does: reductions round by batch shape
-            fallback = _heading_frame(markers, visible, layout)
+            fallback = _heading_frame(markers[:, None], visible[:, None], layout)
             rot = torch.where(ok[..., None, None], rot, fallback.rotation)
             pos = torch.where(ok[..., None], pos, fallback.position)
         frame = RootPose(rot, pos)
     else:
-        frame = _heading_frame(markers, visible, layout)
-    local = to_frame(markers, frame.rotation, frame.position)
-    w = visible.to(markers.dtype).unsqueeze(-1)
-    centroid = (local * w).sum(2) / w.sum(2).clamp_min(1.0)
-    relative = (local - centroid.unsqueeze(2)) * w
-    return WindowInput(relative, visible, centroid, frame)
+        frame = _heading_frame(markers[:, None], visible[:, None], layout)
+    local = (markers - frame.position) @ frame.rotation[:, 0]                    # to_frame, as one bmm
+    if bool(visible.all()):  # every weight below would be 1: the same numbers without them
+        centroid = local.sum(1) / visible.shape[1]
+        relative = local - centroid.unsqueeze(1)
+    else:
+        w = visible.to(markers.dtype).unsqueeze(-1)
+        centroid = (local * w).sum(1) / w.sum(1).clamp_min(1.0)
+        relative = (local - centroid.unsqueeze(1)) * w
+    return WindowInput(relative[:, None], visible[:, None], centroid[:, None], frame)
 
 
 def target_in_frame(root: RootPose, frame: RootPose) -> RootPose:
