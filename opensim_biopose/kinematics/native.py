@@ -576,14 +576,16 @@ def _lm_step(hess, grad, x, damping, lower, upper, system, rhs, step, trial, kee
 @njit(cache=True)
 def _solve_frames(q0, kin, mk_row, mk_off, markers, weights, task_index, task_sqrt_w, task_values, free,
                   col_of_coord, ax_col, pairs, lower, upper, reference, settings, max_iters, n_bodies,
-                  out_q, out_iterations, out_converged, out_cost):
+                  out_q, out_iterations, out_converged, out_cost, out_report):
     """Levenberg-Marquardt per frame (refine._solve_chunk's rules, each frame on its own).
 
     q0 (B, n) starts; markers (B, M, 3), weights (B, M), task_values (B, K); reference (B, F):
     a frame also stops on reaching its row (NaN rows: none). settings: tol, gradient_tol,
     gradient_min_rms, gradient_start_ratio, initial_damping, damping_up, damping_down,
-    reject_damping, max_damping, same_minimum. Outputs q (B, n) (free coordinates solved, the
-    rest as in q0), iterations (B,), converged (B,), objective (B,).
+    reject_damping, max_damping, same_minimum. Outputs q (B, n) (free coordinates solved,
+    dependents recomputed, the rest as in q0), iterations (B,), converged (B,), objective (B,)
+    and OpenSim's marker report at the answer (B, 3): total squared distance (m^2), RMS and
+    largest distance (m) over the markers with weight (NaN where there is none).
     A rejected trial costs one forward pass (the objective), an accepted one also J^T r, and
     J^T J only when another step follows.
     """
@@ -621,6 +623,7 @@ def _solve_frames(q0, kin, mk_row, mk_off, markers, weights, task_index, task_sq
         damping = damp0
         iterations = max_iters
         converged = False
+        at_x = True  # state holds the kinematics at x
         for it in range(max_iters):
             _lm_step(hess, grad, x, damping, lower, upper, system, rhs, step, trial, keep, diag)
             cost_t = _evaluate(q, trial, free, kin, mk_row, mk_off, markers[b], weights[b], task_index, task_sqrt_w,
@@ -629,6 +632,7 @@ def _solve_frames(q0, kin, mk_row, mk_off, markers, weights, task_index, task_sq
             moved = 0.0
             for k in range(nf):
                 moved = max(moved, abs(trial[k] - x[k]))
+            at_x = accept
             if accept:
                 for k in range(nf):
                     x[k] = trial[k]
@@ -657,13 +661,34 @@ def _solve_frames(q0, kin, mk_row, mk_off, markers, weights, task_index, task_sq
                 break
             if accept:
                 _hessian(pairs, ax_col, task_index, task_sqrt_w, col_of_coord, state, hess)
+        if not at_x:
+            _evaluate(q, x, free, kin, mk_row, mk_off, markers[b], weights[b], task_index, task_sqrt_w, tv, state)
         for i in range(n):
-            out_q[b, i] = q0[b, i]
-        for k in range(nf):
-            out_q[b, free[k]] = x[k]
+            out_q[b, i] = q[i]
         out_iterations[b] = iterations
         out_converged[b] = converged
         out_cost[b] = cost
+        _report_at_state(markers[b], weights[b], mk_row, mk_off, state[1], state[2], out_report[b])
+
+
+@njit(cache=True, inline="always")
+def _report_at_state(markers, weights, mk_row, mk_off, body_r, body_p, out):
+    """(total squared, RMS, max) marker distance over markers with weight > 0, at the state's pose."""
+    count, sq, big = 0, 0.0, 0.0
+    for m in range(mk_row.shape[0]):
+        if not weights[m] > 0.0:
+            continue
+        row, off = mk_row[m], mk_off[m]
+        d2 = 0.0
+        for a in range(3):
+            p = body_p[row, a] + body_r[row, a, 0] * off[0] + body_r[row, a, 1] * off[1] + body_r[row, a, 2] * off[2]
+            d2 += (p - markers[m, a]) ** 2
+        count += 1
+        sq += d2
+        big = max(big, math.sqrt(d2))
+    out[0] = sq if count else np.nan
+    out[1] = math.sqrt(sq / count) if count else np.nan
+    out[2] = big if count else np.nan
 
 
 @njit(cache=True)
@@ -692,12 +717,14 @@ def _forward_markers(q, kin, mk_row, mk_off, n_bodies, out_q, out_markers):
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class NativeSolved:
-    """Per frame: q (B, n), iterations (B,), converged (B,) bool, objective (B,)."""
+    """Per frame: q (B, n) (dependents recomputed), iterations (B,), converged (B,) bool,
+    objective (B,), marker report (B, 3): total squared (m^2), RMS (m), max (m)."""
 
     q: np.ndarray
     iterations: np.ndarray
     converged: np.ndarray
     cost: np.ndarray
+    report: np.ndarray
 
 
 def solve(native: NativeModel, q0: np.ndarray, problem: NativeProblem, settings: np.ndarray, max_iters: int,
@@ -710,11 +737,12 @@ def solve(native: NativeModel, q0: np.ndarray, problem: NativeProblem, settings:
     iterations = np.empty(b, dtype=np.int64)
     converged = np.empty(b, dtype=np.bool_)
     cost = np.empty(b)
+    report = np.empty((b, 3))
     _solve_frames(np.ascontiguousarray(q0, dtype=np.float64), native.kinematics(), native.mk_row, native.mk_off,
                   problem.markers, problem.weights, problem.task_index, problem.task_sqrt_w, problem.task_values,
                   st.free, st.col_of_coord, st.ax_col, st.pairs, problem.lower, problem.upper, ref, settings,
-                  int(max_iters), native.n_bodies, out_q, iterations, converged, cost)
-    return NativeSolved(out_q, iterations, converged, cost)
+                  int(max_iters), native.n_bodies, out_q, iterations, converged, cost, report)
+    return NativeSolved(out_q, iterations, converged, cost, report)
 
 
 def forward_markers(native: NativeModel, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -634,13 +634,15 @@ def _build_problem(
 @dataclasses.dataclass(frozen=True, eq=False)
 class _Solved:
     """q (B, n) with free coordinates optimised; iterations, converged, objective: (B,);
-    passes: batched linearisations it took."""
+    passes: batched linearisations it took; report: (B, 3) marker report at q where the
+    compiled kernel made it (see native.NativeSolved), else None."""
 
     q: torch.Tensor
     iterations: torch.Tensor
     converged: torch.Tensor
     cost: torch.Tensor
     passes: int = 0
+    report: torch.Tensor | None = None
 
 
 def _solve_chunk(sk: SkeletonLike, q0: torch.Tensor, problem: _Problem, config: RefineConfig,
@@ -706,7 +708,7 @@ def _solve_native(q0: torch.Tensor, problem: _Problem, config: RefineConfig,
     iterations = torch.from_numpy(out.iterations)
     passes = 1 + int(iterations.max()) if iterations.numel() else 0
     return _Solved(torch.from_numpy(out.q), iterations, torch.from_numpy(out.converged),
-                   torch.from_numpy(out.cost), passes)
+                   torch.from_numpy(out.cost), passes, torch.from_numpy(out.report))
 
 
 def _solve(sk: SkeletonLike, q0: torch.Tensor, problem: _Problem, config: RefineConfig,
@@ -719,7 +721,7 @@ def _solve(sk: SkeletonLike, q0: torch.Tensor, problem: _Problem, config: Refine
         rows = torch.arange(start, min(start + config.chunk_frames, q0.shape[0]))
         pieces.append(_solve_chunk(sk, q0[rows], problem.take(rows), config,
                                    None if reference is None else reference[rows]))
-    tensors = [f.name for f in dataclasses.fields(_Solved) if f.name != "passes"]
+    tensors = [f.name for f in dataclasses.fields(_Solved) if f.name not in ("passes", "report")]
     return _Solved(*(torch.cat([getattr(p, f) for p in pieces]) for f in tensors),
                    passes=sum(p.passes for p in pieces))
 
@@ -865,7 +867,7 @@ def marker_errors(
     native_model: native.NativeModel | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """OpenSim's report over weighted, present markers: total squared (m^2), RMS (m), max (m); and q_full.
-    ``native_model``: computed by the compiled kernel (float64)."""
+    ``native_model``: computed by the compiled kernel (float64; ``sk`` is then not used)."""
     used = (~torch.isnan(markers).any(dim=-1)) & (weights > 0)[None]
     if native_model is not None:
         report = native.marker_report(native_model, q.detach().cpu().double().numpy(), markers.numpy(), used.numpy())
@@ -883,6 +885,19 @@ def marker_errors(
 
 
 KERNELS = ("native", "torch")
+
+
+def _report_after_sweeps(first: _Solved, q: torch.Tensor, markers: torch.Tensor, weights: torch.Tensor,
+                         model: native.NativeModel) -> tuple[torch.Tensor, ...]:
+    """marker_errors' outputs from the compiled solve's own report, recomputed only for the
+    frames whose answer the temporal sweeps replaced (q (T, n): the answers after them)."""
+    report, q_full = first.report.clone(), first.q.clone()
+    changed = torch.nonzero((q != first.q).any(dim=1)).flatten()
+    if changed.numel():
+        *columns, q_changed = marker_errors(None, q[changed], markers[changed], weights, model)
+        report[changed] = torch.stack(columns, dim=1)
+        q_full[changed] = q_changed
+    return report[:, 0], report[:, 1], report[:, 2], q_full
 
 
 def _native_model(sk: SkeletonLike, config: RefineConfig) -> native.NativeModel | None:
@@ -961,13 +976,16 @@ def refine(
             if model is not None:
                 problem = dataclasses.replace(problem, native_model=model, native=_native_problem(model, problem))
             setup_s = lap()
-            solved = _solve(sk, q0_t, problem, config)
+            first = solved = _solve(sk, q0_t, problem, config)
             solve_s, solve_passes = lap(), solved.passes
             if config.temporal_sweeps > 0 and markers_t.shape[0] > 1:
                 solved, sweeps = _temporal_sweeps(sk, solved, problem, config)
             sweeps_s = lap()
             q, iterations, converged = solved.q, solved.iterations, solved.converged
-            total, rms, mx, q_full = marker_errors(sk, q, markers_t, weights_t, model)
+            if first.report is not None:
+                total, rms, mx, q_full = _report_after_sweeps(first, q, markers_t, weights_t, model)
+            else:
+                total, rms, mx, q_full = marker_errors(sk, q, markers_t, weights_t, model)
     finally:
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
