@@ -822,24 +822,26 @@ def _temporal_sweeps(sk: SkeletonLike, solved: _Solved, problem: _Problem, confi
     more than ``max_jump`` to a neighbour. Only frames within ``sweep_reach`` of a change are
     retried, each from the changed frame's answer. Also returns (sweeps, re-solves, passes).
     """
-    q, cost = solved.q.clone(), solved.cost.clone()
-    iterations, converged = solved.iterations.clone(), solved.converged.clone()
-    t = q.shape[0]
-    free = torch.zeros(q.shape[1], dtype=torch.bool)
+    free = torch.zeros(solved.q.shape[1], dtype=torch.bool)
     free[problem.free] = True
-    anatomy = _Anatomy(sk.coordinate_is_rotational.bool().cpu() & free, sk.coordinate_defaults.detach().cpu().double())
-    retry = (_suspicious(cost.numpy(), converged.numpy(), config.neighbour_cost_ratio)
-             | _jumps(q.numpy(), anatomy.rotational.numpy(), config.max_jump))
-    # A neighbour's answer is a close start: a candidate that needs many more steps is rarely
-    # the better minimum, and bounding it keeps the small sweep batches cheap.
-    sweep_config = dataclasses.replace(config, max_iters=min(config.max_iters, config.sweep_max_iters))
+    rotational = sk.coordinate_is_rotational.bool().cpu() & free
+    q_np, free_np = solved.q.numpy(), problem.free.numpy()
+    retry = (_suspicious(solved.cost.numpy(), solved.converged.numpy(), config.neighbour_cost_ratio)
+             | _jumps(q_np, rotational.numpy(), config.max_jump))
     tgt, src = _neighbour_pairs(retry)
     # A neighbour's answer this close to the frame's own is a start inside the frame's basin:
     # re-solving from it can only return to the same minimum.
-    free_np = problem.free.numpy()
-    q_np = q.numpy()
     apart = np.abs(q_np[tgt][:, free_np] - q_np[src][:, free_np]).max(axis=1, initial=0.0) > config.sweep_skip_radius
+    if not apart.any():
+        return solved, (0, 0, 0)
     tgt, src = torch.from_numpy(tgt[apart]), torch.from_numpy(src[apart])
+    q, cost = solved.q.clone(), solved.cost.clone()
+    iterations, converged = solved.iterations.clone(), solved.converged.clone()
+    t = q.shape[0]
+    anatomy = _Anatomy(rotational, sk.coordinate_defaults.detach().cpu().double())
+    # A neighbour's answer is a close start: a candidate that needs many more steps is rarely
+    # the better minimum, and bounding it keeps the small sweep batches cheap.
+    sweep_config = dataclasses.replace(config, max_iters=min(config.max_iters, config.sweep_max_iters))
     rounds = candidates = passes = 0
     for _ in range(config.temporal_sweeps):
         if tgt.numel() == 0:
