@@ -1,17 +1,18 @@
 """Compiled (numba) decoding of a per-frame NeurIK network's outputs into coordinates.
 
 Why: after the network, each frame needs a few dozen scalar operations (clamping of the
-predicted coordinates, the 6D root rotation, the closed-form root coordinates). As batched torch operators these are ~60 operator calls per trial whose dispatch
-costs far more than the arithmetic (~0.3-0.6 ms on a lab trial); one compiled loop over the
-frames does the same float64 arithmetic in microseconds.
+predicted coordinates, the 6D root rotation, the closed-form root coordinates). As batched
+torch operators these are ~60 operator calls per trial whose dispatch costs far more than the
+arithmetic (~0.3-0.6 ms on a lab trial); one compiled loop over the frames does the same
+float64 arithmetic in microseconds.
 
-The arithmetic is that of the range clamps in ``NeurIK.solve``, :func:`.frames.rotation_6d_to_matrix`
-(Gram-Schmidt), :func:`.features.root_in_ground` (the rotation) and
-:func:`.layout.euler_root_coordinates`, in float64. The float32 steps whose rounding would show
-in the answer stay in torch, in the windowed path's own operations: the predicted coordinates
-(tanh onto their ranges) and the root position in ground (a sum of metre-sized values, where
-one float32 step is 1e-7 m). The coordinates match the torch path to the float32 rounding of the
-root rotation (~1e-7 rad); tests/test_neurik_frames.py compares them.
+The arithmetic is that of ``NeurIK._window_coordinates`` (range clamps, root solve),
+:func:`.frames.rotation_6d_to_matrix` (Gram-Schmidt), :func:`.features.root_in_ground` (the
+rotation) and :func:`.layout.euler_root_coordinates`, in float64. The float32 steps whose
+rounding would show in the answer stay in torch, in the windowed path's own operations: the
+predicted coordinates (tanh onto their ranges) and the root position in ground (a sum of
+metre-sized values, where one float32 step is 1e-7 m). The coordinates match the windowed path
+to the float32 rounding of the root rotation (~1e-7 rad); tests/test_neurik_frames.py compares them.
 Compilation is cached on disk by numba (``cache=True``); without numba, NeurIK decodes with torch.
 """
 from __future__ import annotations
@@ -21,7 +22,7 @@ import math
 
 import numpy as np
 
-from opensim_biopose.neurik.layout import ModelLayout
+from opensim_biopose.neurik.layout import EulerRoot, ModelLayout
 
 try:  # numba is a dependency; without it the torch decoding is used.
     from numba import njit
@@ -35,15 +36,11 @@ _NORM_EPS = 1e-12
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class FrameDecoder:
-    """Per-checkpoint constants of the decoding, float64 / int64 numpy arrays made once at load.
+class ClosedFormArrays:
+    """:class:`.layout.EulerRoot` as float64 / int64 numpy arrays for the kernel.
 
     Attributes:
-        default_q: (n,) default coordinates, clamped where the model clamps them (rad / m).
-        predicted: (P,) indices of the predicted coordinates.
-        lower, upper: (P,) their clamps (-inf / +inf where unclamped).
-        closed_form: whether the root coordinates are solved here (an Euler-type floating base).
-        root_coordinates: (6,) rotation then translation coordinate indices (closed form only).
+        coordinates: (6,) rotation then translation coordinate indices.
         left, right: (3, 3) the closed form's ``left R right`` whose X-Y-Z angles are wanted.
         angle_sign: (3,) signs of the atan2 numerators -m12, m02, -m01.
         rotation_offset, rotation_gain: (3,) axis value = gain * q + offset.
@@ -51,12 +48,7 @@ class FrameDecoder:
             coordinates = (p + R p_cm) @ translation_matrix + translation_constant.
     """
 
-    default_q: np.ndarray
-    predicted: np.ndarray
-    lower: np.ndarray
-    upper: np.ndarray
-    closed_form: bool
-    root_coordinates: np.ndarray
+    coordinates: np.ndarray
     left: np.ndarray
     right: np.ndarray
     angle_sign: np.ndarray
@@ -66,36 +58,54 @@ class FrameDecoder:
     translation_constant: np.ndarray
     p_cm: np.ndarray
 
+    @classmethod
+    def of(cls, form: EulerRoot) -> ClosedFormArrays:
+        return cls(_i64(form.coordinates), _f64(form.left), _f64(form.right), _f64(form.angle_sign),
+                   _f64(form.rotation_offset), _f64(form.rotation_gain), _f64(form.translation_matrix),
+                   _f64(form.translation_constant), _f64(form.p_cm))
+
+
+# Placeholder arrays for models without the closed form (the kernel then leaves the root alone).
+_NO_CLOSED_FORM = ClosedFormArrays(np.zeros(6, np.int64), np.eye(3), np.eye(3), np.zeros(3), np.zeros(3),
+                                   np.ones(3), np.eye(3), np.zeros(3), np.zeros(3))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class FrameDecoder:
+    """Per-checkpoint constants of the decoding, numpy arrays made once at load.
+
+    Attributes:
+        default_q: (n,) default coordinates, clamped where the model clamps them (rad / m).
+        predicted: (P,) indices of the predicted coordinates.
+        lower, upper: (P,) their clamps (-inf / +inf where unclamped).
+        closed_form: the root's closed form, or None (root coordinates are then left at their defaults).
+    """
+
+    default_q: np.ndarray
+    predicted: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    closed_form: ClosedFormArrays | None
+
+
+def _f64(t) -> np.ndarray:
+    return np.ascontiguousarray(t.detach().cpu().double().numpy())
+
+
+def _i64(t) -> np.ndarray:
+    return np.ascontiguousarray(t.detach().cpu().numpy().astype(np.int64))
+
 
 def frame_decoder(layout: ModelLayout, default_q, lower_predicted, upper_predicted) -> FrameDecoder:
     """Constants for :func:`decode_frames` from the layout and the clamped defaults / bounds (tensors)."""
-
-    def f64(t) -> np.ndarray:
-        return np.ascontiguousarray(t.detach().cpu().double().numpy())
-
     form = layout.root_closed_form
-    eye, zero3 = np.eye(3), np.zeros(3)
-    return FrameDecoder(
-        default_q=f64(default_q),
-        predicted=np.ascontiguousarray(layout.predicted.numpy().astype(np.int64)),
-        lower=f64(lower_predicted),
-        upper=f64(upper_predicted),
-        closed_form=form is not None,
-        root_coordinates=(np.ascontiguousarray(form.coordinates.numpy().astype(np.int64)) if form is not None
-                          else np.zeros(6, dtype=np.int64)),
-        left=f64(form.left) if form is not None else eye,
-        right=f64(form.right) if form is not None else eye,
-        angle_sign=f64(form.angle_sign) if form is not None else zero3,
-        rotation_offset=f64(form.rotation_offset) if form is not None else zero3,
-        rotation_gain=f64(form.rotation_gain) if form is not None else np.ones(3),
-        translation_matrix=f64(form.translation_matrix) if form is not None else eye,
-        translation_constant=f64(form.translation_constant) if form is not None else zero3,
-        p_cm=f64(form.p_cm) if form is not None else zero3,
-    )
+    return FrameDecoder(_f64(default_q), _i64(layout.predicted), _f64(lower_predicted), _f64(upper_predicted),
+                        ClosedFormArrays.of(form) if form is not None else None)
 
 
-def _decode_kernel(q_pred, root_6d, frame_rotation, ground_position, default_q, predicted, lower, upper, closed_form, root_coordinates, left, right, angle_sign, rotation_offset,
-                   rotation_gain, translation_matrix, translation_constant, p_cm, q, rotation):
+def _decode_kernel(q_pred, root_6d, frame_rotation, ground_position, default_q, predicted, lower, upper,
+                   closed_form, root_coordinates, left, right, angle_sign, rotation_offset, rotation_gain,
+                   translation_matrix, translation_constant, p_cm, q, rotation):
     """Fills q (T, n) and rotation (T, 3, 3); see :func:`decode_frames` for the arguments."""
     t_frames, n_pred = q_pred.shape
     has_root = root_6d.shape[0] == t_frames
@@ -188,6 +198,8 @@ def decode_frames(decoder: FrameDecoder, q_pred: np.ndarray, root_6d: np.ndarray
         root_6d, frame_rotation = np.zeros((0, 6), np.float32), np.zeros((0, 3, 3), np.float32)
         ground_position = np.zeros((0, 3), np.float32)
     d = decoder
-    _kernel(q_pred, root_6d, frame_rotation, ground_position, d.default_q, d.predicted, d.lower, d.upper, d.closed_form and has_root, d.root_coordinates, d.left, d.right, d.angle_sign,
-            d.rotation_offset, d.rotation_gain, d.translation_matrix, d.translation_constant, d.p_cm, q, rotation)
+    c = d.closed_form if d.closed_form is not None else _NO_CLOSED_FORM
+    _kernel(q_pred, root_6d, frame_rotation, ground_position, d.default_q, d.predicted, d.lower, d.upper,
+            d.closed_form is not None and has_root, c.coordinates, c.left, c.right, c.angle_sign, c.rotation_offset,
+            c.rotation_gain, c.translation_matrix, c.translation_constant, c.p_cm, q, rotation)
     return q, (rotation if has_root else None)
