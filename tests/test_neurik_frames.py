@@ -14,6 +14,7 @@ from conftest import ROOT, shared_path
 from opensim_biopose.errors import InputError
 from opensim_biopose.neurik import NeurIK, default_config, native
 from opensim_biopose.neurik.checkpoint import CheckpointMeta
+from opensim_biopose.neurik.frames import kabsch
 from opensim_biopose.neurik.layout import build_layout
 from opensim_biopose.neurik.model import build_neurik, frame_weights, run_frames
 
@@ -171,3 +172,22 @@ def test_frames_inference_needs_a_per_frame_network(gait_sk):
     assert windowed.solve(markers, xyz, times).q.shape == (6, gait_sk.num_coordinates)
     with pytest.raises(ValueError, match="per-frame"):
         frame_weights(windowed.net)
+
+
+def test_kabsch_without_weights_when_every_marker_is_seen():
+    """kabsch drops its all-1 weights when every marker is seen; the weighted path (here forced by
+    an extra, unseen marker) must give the same pose on real root markers."""
+    sk, names, xyz, _ = _trial("rajagopal_walk")
+    markers = [names.index(n) for n in ("R.ASIS", "L.ASIS", "R.PSIS", "L.PSIS")]
+    points = torch.from_numpy(xyz[:, markers]).float()[None]                   # (1, T, 4, 3)
+    reference = points[0, 0] - points[0, 0].mean(0)                             # a rigid cluster
+    seen = torch.ones(points.shape[:3], dtype=torch.bool)
+    rot, pos, ok = kabsch(points, seen, reference)
+    padded = torch.cat([points, torch.full_like(points[:, :, :1], float("nan"))], 2)
+    rot_w, pos_w, ok_w = kabsch(padded, torch.cat([seen, ~seen[:, :, :1]], 2), torch.cat([reference, reference[:1]]))
+    assert bool(ok.all()) and torch.equal(ok, ok_w)
+    torch.testing.assert_close(rot, rot_w, rtol=0, atol=1e-6)
+    torch.testing.assert_close(pos, pos_w, rtol=0, atol=1e-6)
+    # and it is the pose: the cluster moves through the lab, the first frame is the reference itself
+    assert float((rot[0, 0] - torch.eye(3)).abs().max()) < 1e-5
+    assert float((pos[0, -1] - pos[0, 0]).norm()) > 0.3

@@ -116,19 +116,27 @@ def kabsch(points: Tensor, visible: Tensor, reference: Tensor) -> tuple[Tensor, 
         rotation (B, T, 3, 3) body-to-ground, position (B, T, 3) m with
         ``points ≈ reference @ rotation^T + position``, and ok (B, T) bool: >= 3 markers seen.
     """
-    w = visible.to(points.dtype).unsqueeze(-1)
-    n = w.sum(2, keepdim=True).clamp_min(1.0)
-    p = torch.nan_to_num(points) * w
-    pc = p.sum(2, keepdim=True) / n
-    ref = reference.to(points.dtype).expand_as(points) * w
-    rc = ref.sum(2, keepdim=True) / n
-    h = ((ref - rc) * w).transpose(-1, -2) @ ((p - pc) * w)                 # (B,T,3,3)
+    p = torch.nan_to_num(points)
+    ref = reference.to(points.dtype).expand_as(points)
+    if bool(visible.all()):  # every weight below would be 1: the same numbers without them
+        k = points.shape[2]
+        pc = p.sum(2, keepdim=True) / k
+        ref = ref.contiguous()
+        rc = ref.sum(2, keepdim=True) / k
+        h = (ref - rc).transpose(-1, -2) @ (p - pc)                         # (B,T,3,3)
+    else:
+        w = visible.to(points.dtype).unsqueeze(-1)
+        n = w.sum(2, keepdim=True).clamp_min(1.0)
+        p = p * w
+        pc = p.sum(2, keepdim=True) / n
+        ref = ref * w
+        rc = ref.sum(2, keepdim=True) / n
+        h = ((ref - rc) * w).transpose(-1, -2) @ ((p - pc) * w)
     h = h + 1e-9 * torch.eye(3, dtype=points.dtype)
     u, _, vh = torch.linalg.svd(h)
-    d = torch.linalg.det(vh.transpose(-1, -2) @ u.transpose(-1, -2))
-    fix = torch.ones_like(h[..., 0, :])
-    fix[..., 2] = d
-    rot = (vh.transpose(-1, -2) * fix.unsqueeze(-2)) @ u.transpose(-1, -2)
+    v, ut = vh.transpose(-1, -2), u.transpose(-1, -2)
+    d = torch.linalg.det(v @ ut)                                             # -1: a reflection, flip v's last column
+    rot = torch.cat([v[..., :2], v[..., 2:] * d[..., None, None]], -1) @ ut
     pos = pc.squeeze(2) - (rc.squeeze(2).unsqueeze(-2) @ rot.transpose(-1, -2)).squeeze(-2)
     ok = visible.sum(-1) >= 3
     return rot, pos, ok
