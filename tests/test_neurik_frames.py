@@ -191,3 +191,24 @@ def test_kabsch_without_weights_when_every_marker_is_seen():
     # and it is the pose: the cluster moves through the lab, the first frame is the reference itself
     assert float((rot[0, 0] - torch.eye(3)).abs().max()) < 1e-5
     assert float((pos[0, -1] - pos[0, 0]).norm()) > 0.3
+
+
+def test_bench_neurik_times_both_paths_on_the_same_answer():
+    """benchmarks/bench_neurik.py: both inference paths timed on a lab trial, same coordinates."""
+    import sys
+
+    shared_path("opensim", "trials", "gait2354_walk1", "subject01_Setup_IK.xml")
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import bench_neurik
+
+    loaded = bench_neurik._trial("gait2354_walk1")
+    if loaded is None:
+        pytest.skip("tests/checkpoints/gait2354_walk1.safetensors is absent")
+    sk, nk, names, xyz, times = loaded
+    timings = bench_neurik._time(nk, names, xyz, times, repeats=1)
+    assert set(timings) == set(bench_neurik.INFERENCES)
+    for t in timings.values():
+        assert 0.0 < t.net_s < t.total_s and 0.0 < t.root_s < t.total_s
+        assert t.q.shape == (len(times), sk.num_coordinates)
+    deg, metres = bench_neurik._gap(sk, timings["frames"].q, timings["windows"].q)
+    assert deg <= MAX_DEG and metres <= MAX_M
