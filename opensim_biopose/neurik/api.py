@@ -6,7 +6,8 @@ back to root coordinates and returns every coordinate of the model in OpenSim in
 units (rad / m). A per-frame network (one-frame windows, no temporal layers: the lab
 checkpoints) skips the window machinery: it runs on all frames at once with its weights gathered
 at load (:func:`.model.run_frames`), and its outputs are decoded into coordinates by one compiled
-loop (:mod:`.native`); the same numbers as the windowed path, see tests/test_neurik_frames.py.
+loop (:mod:`.native`). Its coordinates are the windowed path's: translations to the bit, rotations
+to the float32 rounding of the root rotation (~1e-5 deg); tests/test_neurik_frames.py holds them.
 """
 from __future__ import annotations
 
@@ -22,11 +23,11 @@ import torch
 from torch import Tensor
 
 from opensim_biopose.errors import CheckpointError, InputError
+from opensim_biopose.neurik import native
 from opensim_biopose.neurik.checkpoint import CheckpointMeta, load_checkpoint
 from opensim_biopose.neurik.features import (
     CoordinateRanges, decode, frame_features, point_in_ground, window_features,
 )
-from opensim_biopose.neurik import native
 from opensim_biopose.neurik.frames import project_to_rotation, rotation_6d_to_matrix
 from opensim_biopose.neurik.layout import ModelLayout, RootPose, build_layout, solve_root_coordinates
 from opensim_biopose.neurik.model import NeurIKNet, build_neurik, frame_weights, is_per_frame, run_frames
@@ -230,7 +231,7 @@ class NeurIK:
         return out, used
 
     @torch.no_grad()
-    def _run_windows(self, markers: Tensor, visible: Tensor, stride: int):
+    def _run_windows(self, markers: Tensor, visible: Tensor, stride: int) -> _Decoded:
         t = markers.shape[0]
         w = self.meta.config.window
         idx_all = torch.arange(max(t, w)).clamp_max(t - 1)     # short trials: repeat the last frame
@@ -394,7 +395,7 @@ class _Inference:
 
 # "windows" blends overlapping sliding windows (any network, and the reference the fast path is
 # tested against); "frames" runs a per-frame network on all frames at once without the window
-# machinery and decodes its outputs in one compiled loop (the same numbers, see _run_frames).
+# machinery and decodes its outputs in one compiled loop (the same answer, see the module docstring).
 INFERENCE: dict[str, _Inference] = {
     "windows": _Inference(NeurIK._run_windows, NeurIK._window_coordinates),
     "frames": _Inference(NeurIK._run_frames, NeurIK._frame_coordinates),

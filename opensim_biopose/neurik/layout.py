@@ -262,58 +262,42 @@ class EulerRoot:
     ``gain * q + offset`` of its own root coordinate. All tensors float64.
 
     Attributes:
-        rotation_coordinates: (3,) coordinate indices driving rotation axes 1, 2, 3 (rad).
-        translation_coordinates: (3,) coordinate indices driving the translation axes (m).
+        coordinates: (6,) indices of the coordinates driving rotation axes 1, 2, 3 (rad), then
+            translation axes 1, 2, 3 (m).
         left: (3, 3) B^T R_GF^T; right: (3, 3) R_CM B (see the comment above).
-        third_sign: s, +-1.
+        angle_sign: (3,) signs of the atan2 numerators of the X-Y-Z angles (below), the third times s.
         rotation_gain, rotation_offset: (3,) axis value = gain * q + offset (rad).
-        translation_inverse: (3, 3) inverse of the ground-frame translation axes [R_GF d_i].
-        translation_gain, translation_offset: (3,) axis value = gain * q + offset (m).
-        p_gf: (3,) origin of F in ground (m); p_cm: (3,) origin of M in the root body (m).
-        coordinates: (6,) rotation then translation coordinate indices.
-        angle_sign: (3,) signs of the X-Y-Z angles' atan2 numerators (the third carries s).
-        translation_matrix, translation_constant: (3, 3), (3,): translation coordinates =
-            (p + R p_cm) @ translation_matrix + translation_constant for a root pose (R, p).
+        translation_matrix, translation_constant: (3, 3), (3,): the translation coordinates are
+            (p + R p_cm) @ translation_matrix + translation_constant for a root pose (R, p): from
+            p = p_GF + [R_GF d_i] (gain * q + offset) - R p_CM, solved for q.
+        p_cm: (3,) origin of M in the root body (m).
     """
 
-    rotation_coordinates: Tensor
-    translation_coordinates: Tensor
+    coordinates: Tensor
     left: Tensor
     right: Tensor
-    third_sign: float
+    angle_sign: Tensor
     rotation_gain: Tensor
     rotation_offset: Tensor
-    translation_inverse: Tensor
-    translation_gain: Tensor
-    translation_offset: Tensor
-    p_gf: Tensor
-    p_cm: Tensor
-    coordinates: Tensor
-    angle_sign: Tensor
     translation_matrix: Tensor
     translation_constant: Tensor
+    p_cm: Tensor
 
 
-# Entries of a row-major flattened 3x3 matrix m that _xyz_angles reads: the atan2 numerators
-# -m12, m02, -m01 and the denominators m22, (hypot(m00, m01)), m00.
+# X-Y-Z angles of m = R_x(a) R_y(b) R_z(c), b in [-pi/2, pi/2]:
+#   a = atan2(-m12, m22), b = atan2(m02, hypot(m00, m01)), c = atan2(-m01, m00),
+# gathered from the row-major flattened m: numerators (signs in EulerRoot.angle_sign) and
+# denominators (the middle one replaced by the hypot).
 _NUMERATORS = (5, 2, 1)
 _DENOMINATORS = (8, 0, 0)
-
-
-def _xyz_angles(m: Tensor) -> Tensor:
-    """Angles (..., 3) rad with m = R_x(a) R_y(b) R_z(c), b in [-pi/2, pi/2]; m (..., 3, 3)."""
-    a = torch.atan2(-m[..., 1, 2], m[..., 2, 2])
-    b = torch.atan2(m[..., 0, 2], torch.hypot(m[..., 0, 0], m[..., 0, 1]))
-    c = torch.atan2(-m[..., 0, 1], m[..., 0, 0])
-    return torch.stack([a, b, c], -1)
 
 
 def euler_root_coordinates(form: EulerRoot, q: Tensor, target: RootPose) -> Tensor:
     """Closed-form root coordinates putting the root body at ``target`` (rotation (B, 3, 3),
     position (B, 3) m); q (B, n) with its other entries kept. Rotations wrapped to (-pi, pi].
 
-    The X-Y-Z angles of ``left R right`` as in :func:`_xyz_angles` (the sign s folded into the
-    third numerator, one atan2 for all three), then the axis values' inverse affine maps.
+    The X-Y-Z angles of ``left R right`` (see _NUMERATORS; one atan2 for all three), then the
+    axis values' inverse affine maps.
     """
     r = target.rotation.to(torch.float64)
     m = (form.left @ r @ form.right).flatten(-2)                                  # (B, 9)
@@ -359,29 +343,20 @@ def _euler_candidate(joint: JointSpec, root: list[int]) -> EulerRoot | None:
     directions = r_gf @ torch.tensor([a.axis for a in joint.translations], dtype=f64).T
     if float(torch.linalg.svdvals(directions)[-1]) < 1e-6:            # translations span < 3D
         return None
-    inverse = torch.linalg.inv(directions)
     t_gain = torch.tensor([p[1] for p in translations], dtype=f64)
     t_offset = torch.tensor([p[2] for p in translations], dtype=f64)
     p_gf = torch.tensor(joint.parent_frame.translation, dtype=f64)
-    # coordinates = ((p - p_gf + R p_cm) @ inverse^T - offset) / gain, as one affine map of p + R p_cm
-    matrix = inverse.T / t_gain
+    matrix = torch.linalg.inv(directions).T / t_gain
     return EulerRoot(
-        rotation_coordinates=torch.tensor([p[0] for p in rotations], dtype=torch.long),
-        translation_coordinates=torch.tensor([p[0] for p in translations], dtype=torch.long),
+        coordinates=torch.tensor([p[0] for p in rotations + translations], dtype=torch.long),
         left=basis.T @ r_gf.T,
         right=r_cm @ basis,
-        third_sign=sign,
+        angle_sign=torch.tensor([-1.0, 1.0, -sign], dtype=f64),
         rotation_gain=torch.tensor([p[1] for p in rotations], dtype=f64),
         rotation_offset=torch.tensor([p[2] for p in rotations], dtype=f64),
-        translation_inverse=inverse,
-        translation_gain=t_gain,
-        translation_offset=t_offset,
-        p_gf=p_gf,
-        p_cm=torch.tensor(joint.child_frame.translation, dtype=f64),
-        coordinates=torch.tensor([p[0] for p in rotations + translations], dtype=torch.long),
-        angle_sign=torch.tensor([-1.0, 1.0, -sign], dtype=f64),
         translation_matrix=matrix,
         translation_constant=-(p_gf @ matrix) - t_offset / t_gain,
+        p_cm=torch.tensor(joint.child_frame.translation, dtype=f64),
     )
 
 
