@@ -474,28 +474,33 @@ def _gradient(q_full, kin, ax_col, task_index, task_sqrt_w, task_values, col_of_
 
 @njit(cache=True)
 def _hessian(pairs, ax_col, task_index, task_sqrt_w, col_of_coord, state, hess):
-    """J^T J (F, F) at the last :func:`_evaluate` / :func:`_gradient`."""
+    """J^T J (F, F) at the last :func:`_evaluate` / :func:`_gradient`.
+
+    Per pair (a, b) with moments W, S, Q of the markers below both, the entry is linear in a's
+    twist: v_a . (W v_b + w_b x S) + w_a . (S x v_b + tr(Q) w_b - Q w_b); the two bracketed
+    vectors are made once per b (pairs come grouped by b)."""
     chain, body_r, body_p, axis_w, axis_o, axis_slope, work, mom, twist = state
     hess[:, :] = 0.0
+    last = -1
+    fx = fy = fz = gx = gy = gz = 0.0
     for k in range(pairs.shape[0]):
         a, b, row = pairs[k, 0], pairs[k, 1], pairs[k, 2]
-        w = mom[row, _W]
-        if w == 0.0:
-            continue
-        ax, ay, az, avx, avy, avz = twist[a, 0], twist[a, 1], twist[a, 2], twist[a, 3], twist[a, 4], twist[a, 5]
-        bx, by, bz, bvx, bvy, bvz = twist[b, 0], twist[b, 1], twist[b, 2], twist[b, 3], twist[b, 4], twist[b, 5]
-        sx, sy, sz = mom[row, _S], mom[row, _S + 1], mom[row, _S + 2]
-        qxx, qxy, qxz = mom[row, _Q], mom[row, _Q + 1], mom[row, _Q + 2]
-        qyy, qyz, qzz = mom[row, _Q + 3], mom[row, _Q + 4], mom[row, _Q + 5]
-        # v_a x w_b + v_b x w_a
-        cx = (avy * bz - avz * by) + (bvy * az - bvz * ay)
-        cy = (avz * bx - avx * bz) + (bvz * ax - bvx * az)
-        cz = (avx * by - avy * bx) + (bvx * ay - bvy * ax)
-        qb_x = qxx * bx + qxy * by + qxz * bz
-        qb_y = qxy * bx + qyy * by + qyz * bz
-        qb_z = qxz * bx + qyz * by + qzz * bz
-        value = (w * (avx * bvx + avy * bvy + avz * bvz) + sx * cx + sy * cy + sz * cz
-                 + (ax * bx + ay * by + az * bz) * (qxx + qyy + qzz) - (ax * qb_x + ay * qb_y + az * qb_z))
+        if b != last:
+            last = b
+            w = mom[row, _W]
+            bx, by, bz, bvx, bvy, bvz = twist[b, 0], twist[b, 1], twist[b, 2], twist[b, 3], twist[b, 4], twist[b, 5]
+            sx, sy, sz = mom[row, _S], mom[row, _S + 1], mom[row, _S + 2]
+            qxx, qxy, qxz = mom[row, _Q], mom[row, _Q + 1], mom[row, _Q + 2]
+            qyy, qyz, qzz = mom[row, _Q + 3], mom[row, _Q + 4], mom[row, _Q + 5]
+            trace = qxx + qyy + qzz
+            fx = w * bvx + (by * sz - bz * sy)
+            fy = w * bvy + (bz * sx - bx * sz)
+            fz = w * bvz + (bx * sy - by * sx)
+            gx = (sy * bvz - sz * bvy) + trace * bx - (qxx * bx + qxy * by + qxz * bz)
+            gy = (sz * bvx - sx * bvz) + trace * by - (qxy * bx + qyy * by + qyz * bz)
+            gz = (sx * bvy - sy * bvx) + trace * bz - (qxz * bx + qyz * by + qzz * bz)
+        value = (twist[a, 3] * fx + twist[a, 4] * fy + twist[a, 5] * fz
+                 + twist[a, 0] * gx + twist[a, 1] * gy + twist[a, 2] * gz)
         ca, cb = ax_col[a], ax_col[b]
         if a == b:
             hess[ca, ca] += value
