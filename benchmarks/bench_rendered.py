@@ -1,7 +1,7 @@
 """Rendered-video ground truth: the whole pipeline against the exact answer of rendered clips.
 
 Each clip is a sampled adult Anny body performing a library motion (gait, squat, sit-to-stand,
-arm raises), rendered offscreen from one camera (side, front, 45 deg), 480x640 at 30 fps; the
+arm raises), rendered offscreen from one camera (side, front, 45 deg), 480x640 at 30 fps (--fps); the
 pipeline is told the camera's focal length (a calibrated camera) unless --unknown-focal, and the
 subject's stature (as OpenCap asks for it) unless --unknown-height. The
 oracle is the rendered mesh's own virtual markers solved with the pipeline's scaling and a tight
@@ -19,6 +19,7 @@ The target (issue 6) is <= 5 deg mean over the 12 DoFs for the side and 45 deg v
     python benchmarks/bench_rendered.py [--views side 45deg front] [--motions gait squat ...]
                                         [--seconds 2.0] [--json out.json]
                                         [--fit-option weight_upright=0.3 ...]
+                                        [--preset accurate|fast] [--fit-rate HZ] [--fps 60]
     python benchmarks/bench_rendered.py --demo     # the shipped demo video against its JSON truth
 
 Needs the anny and render extras, MediaPipe and offscreen OpenGL (EGL). Runs on one thread.
@@ -26,6 +27,7 @@ Needs the anny and render extras, MediaPipe and offscreen OpenGL (EGL). Runs on 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import tempfile
@@ -74,26 +76,28 @@ class ClipResult:
 
 
 def run_clip(body, markers, view: str, motion: str, seconds: float, seed: int, work: Path,
-             known_focal: bool, known_height: bool, fit_options: dict[str, Any] | None = None) -> ClipResult:
-    """Render one clip, run the pipeline on it, compare with the oracle."""
+             known_focal: bool, known_height: bool, fit_options: dict[str, Any] | None = None,
+             preset: str = "accurate", fit_rate_hz: float | None = None, fps: float = 30.0) -> ClipResult:
+    """Render one clip at ``fps``, run the pipeline on it, compare with the oracle."""
     from opensim_biopose.render.clip import ClipSpec, render_clip
     from opensim_biopose.render.motions import sample_adult_shapes
     from opensim_biopose.render.video import write_video
 
     shape = sample_adult_shapes(body, 1, seed=seed)[0]
     marker_set = f"{markers.name}@v{markers.version}"
-    clip = render_clip(body, markers, shape, ClipSpec(motion=motion, view=view, seconds=seconds), colour_seed=seed)
+    clip = render_clip(body, markers, shape, ClipSpec(motion=motion, view=view, seconds=seconds, fps=fps), colour_seed=seed)
     video = work / f"{motion}_{view}.mp4"
     write_video(clip.frames, video, clip.spec.fps)
     focal = clip.rig.intrinsics.focal_px if known_focal else None
     height = clip.stature_m if known_height else None
     return evaluate(video, view, motion, clip.sequence.marker_names, clip.sequence.markers, focal, height, marker_set,
-                    fit_options)
+                    fit_options, preset, fit_rate_hz)
 
 
 def evaluate(video: Path, view: str, motion: str, marker_names: tuple[str, ...], truth: np.ndarray,
              focal_px: float | None, height_m: float | None, marker_set: str,
-             fit_options: dict[str, Any] | None = None) -> ClipResult:
+             fit_options: dict[str, Any] | None = None, preset: str = "accurate",
+             fit_rate_hz: float | None = None) -> ClipResult:
     """Run the pipeline on ``video`` and compare it with the oracle of the true markers (T, M, 3) m.
 
     ``focal_px``: the camera's focal length given to the pipeline (a calibrated camera), or None
@@ -101,16 +105,20 @@ def evaluate(video: Path, view: str, motion: str, marker_names: tuple[str, ...],
     for it too: one camera cannot tell a small near person from a tall far one), or None.
     ``marker_set``: the versioned virtual marker set of ``truth``; the pipeline uses the same one.
     ``fit_options``: KeypointFitConfig fields overriding the mesh fit's defaults (MeshStageConfig.options).
+    ``preset``: the speed preset of ``opensim-biopose run --preset``; ``fit_rate_hz`` overrides its fit rate.
     """
     from opensim_biopose.detect.frontend import DetectConfig
     from opensim_biopose.pipeline import (MeshStageConfig, PipelineConfig, ReportStageConfig, SolverConfig,
-                                         SubjectConfig, run_pipeline)
+                                         SubjectConfig, get_preset, run_pipeline)
 
     # Without shipped NeurIK weights, refinement starts from the default pose (training takes minutes).
     mesh = MeshStageConfig(marker_set=marker_set, options=dict(fit_options or {}))
     config = PipelineConfig(detect=DetectConfig(focal_length_px=focal_px), mesh=mesh,
                             subject=SubjectConfig(height_m=height_m),
                             solver=SolverConfig(train=False), report=ReportStageConfig(enabled=False))
+    config = get_preset(preset).apply(config)
+    if fit_rate_hz is not None:
+        config = dataclasses.replace(config, mesh=dataclasses.replace(config.mesh, max_fit_rate_hz=fit_rate_hz))
     t0 = time.perf_counter()
     result = run_pipeline(video, config)
     pipeline_s = time.perf_counter() - t0
@@ -173,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--views", nargs="+", default=["side", "45deg", "front"])
     parser.add_argument("--motions", nargs="+", default=["gait", "squat", "sit_to_stand", "arm_raises"])
-    parser.add_argument("--seconds", type=float, default=2.0, help="clip length (30 fps)")
+    parser.add_argument("--seconds", type=float, default=2.0, help="clip length")
+    parser.add_argument("--fps", type=float, default=30.0, help="frame rate of the rendered clips (default 30)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--unknown-focal", action="store_true",
                         help="do not tell the pipeline the camera's focal length (it then estimates one)")
@@ -181,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="do not tell the pipeline the subject's stature (body size then rests on the fit)")
     parser.add_argument("--fit-option", type=parse_fit_option, action="append", default=[], metavar="NAME=VALUE",
                         help="override a KeypointFitConfig field of the mesh fit (repeatable), e.g. weight_upright=0.3")
+    parser.add_argument("--preset", default="accurate", help="speed preset of 'opensim-biopose run' (accurate, fast)")
+    parser.add_argument("--fit-rate", type=float, metavar="HZ", help="fit the body at most HZ frames/s (over the preset)")
     parser.add_argument("--demo", action="store_true",
                         help="only the shipped demo video (opensim_biopose/demo) against its JSON truth")
     args = parser.parse_args(argv)
@@ -201,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         focal = None if args.unknown_focal else float(truth.camera["fx"])
         height = None if args.unknown_height else truth.stature_m
         results = [evaluate(DEMO_VIDEO, DEMO_SPEC.view, DEMO_SPEC.motion + " (demo)", truth.marker_names, truth.markers,
-                            focal, height, truth.marker_set, fit_options)]
+                            focal, height, truth.marker_set, fit_options, args.preset, args.fit_rate)]
         print_table(results)
         return 0
     body, markers = AnnyBody(), load_marker_set("anny-pig53")
@@ -210,15 +221,16 @@ def main(argv: list[str] | None = None) -> int:
         for i, (view, motion) in enumerate((v, m) for v in args.views for m in args.motions):
             r = run_clip(body, markers, view, motion, args.seconds, seed=100 + i, work=Path(work),
                          known_focal=not args.unknown_focal, known_height=not args.unknown_height,
-                         fit_options=fit_options)
+                         fit_options=fit_options, preset=args.preset, fit_rate_hz=args.fit_rate, fps=args.fps)
             print(f"{view:<7}{motion:<14} 12-DoF {r.mean12:5.1f} deg, arms {r.mean_arm:5.1f} deg, "
                   f"markers {r.markers_mm:4.0f} mm, {r.fps:.2f} frames/s", flush=True)
             results.append(r)
     print_table(results)
     print(f"focal length {'estimated by the pipeline' if args.unknown_focal else 'given (calibrated camera)'}; "
-          f"stature {'not given' if args.unknown_height else 'given'}; clips of {args.seconds:g} s; "
+          f"stature {'not given' if args.unknown_height else 'given'}; clips of {args.seconds:g} s at {args.fps:g} fps; "
           "no NeurIK weights -> refinement from the default pose unless cached"
-          + (f"; fit options {fit_options}" if fit_options else ""))
+          + (f"; fit options {fit_options}" if fit_options else "") + f"; preset {args.preset}"
+          + (f", fit rate <= {args.fit_rate:g} Hz" if args.fit_rate is not None else ""))
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in results], indent=1))
     return 0

@@ -63,10 +63,13 @@ class MeshStageConfig:
     # Extra backend options (KeypointFitConfig fields for "keypoint-fit").
     options: dict[str, Any] = field(default_factory=dict)
     # Fit at most this many frames per second and interpolate the virtual markers in between
-    # (None: every frame). The fit's cost grows with frames; gait and most daily movements carry
-    # little power above ~6-10 Hz (Winter, Biomechanics and Motor Control of Human Movement), so
-    # fitting a 60 fps video at 30 Hz halves the cost and loses little.
-    max_fit_rate_hz: float | None = None
+    # (None: every frame). 30 Hz is the rate the fit's priors were tuned at: on every frame of a
+    # 60 fps video the detector's jitter quadruples the accelerations the smoothness prior sees and
+    # it damps real motion (rendered side + 45 deg clips at 60 fps, 12-DoF mean 6.4 deg on every
+    # frame; gait 10.6 vs 4.6 deg at 30 fps). Gait and most daily movements carry little power above
+    # ~6-10 Hz (Winter, Biomechanics and Motor Control of Human Movement), so interpolating between
+    # fits at 30 Hz loses little, and a 60 fps video costs half the fit.
+    max_fit_rate_hz: float | None = 30.0
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,47 @@ class PipelineConfig:
     progress: bool = False
 
 
+@dataclass(frozen=True)
+class SpeedPreset:
+    """A named speed/accuracy trade-off of ``opensim-biopose run --preset NAME``: the settings that
+    cost time per frame. Options given explicitly on the command line win over the preset's."""
+
+    name: str
+    summary: str
+    # DetectConfig.max_side: None (full resolution) costs no more once MediaPipe's segmentation is
+    # off (its 256x256 crop is what it reads) and keeps the keypoints 1-2 px closer than 640 px.
+    max_side: int | None = None
+    # MeshStageConfig.max_fit_rate_hz: the mesh fit is most of a run's time.
+    max_fit_rate_hz: float | None = None
+    # KeypointFitConfig fields, as (name, value) pairs (a frozen dataclass holds no dict).
+    fit_options: tuple[tuple[str, Any], ...] = ()
+
+    def apply(self, config: PipelineConfig) -> PipelineConfig:
+        """``config`` with this preset's detector size, fit rate and fit options (options already in
+        ``config.mesh.options`` are kept over the preset's)."""
+        detect = dataclasses.replace(config.detect, max_side=self.max_side)
+        mesh = dataclasses.replace(config.mesh, max_fit_rate_hz=self.max_fit_rate_hz,
+                                   options={**dict(self.fit_options), **config.mesh.options})
+        return dataclasses.replace(config, detect=detect, mesh=mesh)
+
+
+# The presets, by name. "accurate" is the default: a user trusts joint angles before speed.
+PRESETS: dict[str, SpeedPreset] = {p.name: p for p in (
+    SpeedPreset("accurate", "full-resolution keypoints, the body fitted at <= 30 frames/s (every frame of "
+                            "a 30 fps video)", max_fit_rate_hz=30.0),
+    SpeedPreset("fast", "the body fitted at <= 15 frames/s and interpolated between",
+                max_fit_rate_hz=15.0),
+)}
+DEFAULT_PRESET = "accurate"
+
+
+def get_preset(name: str) -> SpeedPreset:
+    """The preset called ``name``; InputError listing the presets otherwise."""
+    if name not in PRESETS:
+        raise InputError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
 # ---------------------------------------------------------------------------------------------
 # Results
 
@@ -153,12 +197,14 @@ class FrameQuality:
 
 @dataclass(frozen=True)
 class StageTimings:
-    """Wall-clock seconds per stage; ``detector_s`` is the part of ``detect_s`` inside the detector;
-    ``body_load_s`` builds the body model / mesh backend (once per process, ~2 s for Anny: not
+    """Wall-clock seconds per stage; ``detector_s`` is the part of ``detect_s`` inside the detector,
+    ``decode_wait_s`` the part spent waiting for decoded frames (decoding runs in a second thread);
+    ``body_load_s`` builds the body model / mesh backend (once per process, ~1.3 s for Anny: not
     per frame, so kept out of ``mesh_s``)."""
 
     detect_s: float = 0.0
     detector_s: float = 0.0
+    decode_wait_s: float = 0.0
     body_load_s: float = 0.0
     mesh_s: float = 0.0
     scale_s: float = 0.0
@@ -639,6 +685,7 @@ def run_pipeline(video: str | os.PathLike[str], config: PipelineConfig = Pipelin
     if config.solver.refine and how == "NeurIK":
         how = "NeurIK + refinement"
     timings = StageTimings(detect_s=clock.seconds["detect"], detector_s=front.detector_s,
+                           decode_wait_s=front.decode_wait_s,
                            body_load_s=clock.seconds["body"], mesh_s=clock.seconds["mesh"],
                            scale_s=clock.seconds["scale"], neurik_s=clock.seconds["neurik"],
                            refine_s=clock.seconds["refine"])
@@ -667,6 +714,6 @@ def load_marker_map(path: str | os.PathLike[str]) -> dict[str, str]:
     return data
 
 
-__all__ = ["BioPoseResult", "FrameQuality", "MeshStageConfig", "OutputFiles", "PipelineConfig", "ReportStageConfig",
-           "SolverConfig", "StageTimings", "SubjectConfig", "check_outputs", "load_marker_map", "output_files",
-           "run_pipeline"]
+__all__ = ["DEFAULT_PRESET", "PRESETS", "BioPoseResult", "FrameQuality", "MeshStageConfig", "OutputFiles",
+           "PipelineConfig", "ReportStageConfig", "SolverConfig", "SpeedPreset", "StageTimings", "SubjectConfig",
+           "check_outputs", "get_preset", "load_marker_map", "output_files", "run_pipeline"]

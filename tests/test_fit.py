@@ -266,3 +266,23 @@ def test_real_video_fit_is_plausible_and_level(fitter) -> None:
     assert travel > 0.3
     assert np.ptp(sacr[:, 1]) < 0.12, f"pelvis height varies by {np.ptp(sacr[:, 1]):.3f} m over {travel:.2f} m"
     assert 0.7 < np.median(sacr[:, 1]) < 1.2
+
+
+def test_smoothness_cost_reads_the_real_frame_steps() -> None:
+    """Points under a constant 3 m/s^2 acceleration, sampled irregularly or at every third frame of
+    60 fps (a reduced ``--fit-rate``), cost (3 / smooth_accel_mps2)^2 whatever the sampling: the
+    second divided difference of a parabola is exact."""
+    from opensim_biopose.mesh.keypoint_fit import frame_steps, smoothness_cost
+
+    cfg = KeypointFitConfig()
+    accel = torch.tensor([0.0, 3.0, 0.0])
+
+    def path(times: np.ndarray) -> torch.Tensor:
+        t = torch.tensor(times, dtype=torch.float32)[:, None, None]
+        return 0.5 * accel * t ** 2 + torch.tensor([0.1, 0.9, 2.5]) * t       # (T, 1, 3) m
+    expected = float((3.0 / cfg.smooth_accel_mps2) ** 2)
+    for times in (np.arange(30) / 60.0, np.arange(0, 30, 3) / 60.0, np.array([0.0, 0.05, 0.067, 0.15, 0.2, 0.31])):
+        cost = float(smoothness_cost(path(times), frame_steps(times, 60.0), cfg))
+        assert cost == pytest.approx(expected, rel=0.02), (times, cost, expected)
+    # Times that do not increase fall back to 1 / fps.
+    assert torch.allclose(frame_steps(np.array([0.0, 0.0, 0.1]), 50.0), torch.tensor([0.02, 0.1]))

@@ -218,24 +218,22 @@ def test_whole_video_full_resolution(tmp_path):
     assert np.nanmean(result.quality.marker_rms_m) < 0.03
 
 
-def test_fitting_at_half_rate_interpolates_close_to_the_full_fit(run_result):
-    """60 fps video fitted at <= 30 Hz: every other frame fitted, the rest interpolated, markers near the full fit."""
-    import dataclasses
-
-    from opensim_biopose.pipeline import fit_rows, run_mesh
+def test_default_fits_every_other_frame_of_60fps_video_and_interpolates_between(run_result):
+    """At the default <= 30 Hz a 60 fps video is fitted on every other frame (and the last); the
+    frames between are interpolated: NaN residual, markers on the line between their fitted neighbours
+    in time. (Why 30 Hz and not every frame: tests/test_pipeline_presets.py, on rendered truth.)"""
+    from opensim_biopose.pipeline import fit_rows
 
     result, _, _ = run_result
-    rows = fit_rows(result.keypoints.times, result.keypoints.fps, 30.0)
+    assert result.config.mesh.max_fit_rate_hz == 30.0
+    rows = fit_rows(result.keypoints.times, result.keypoints.fps, result.config.mesh.max_fit_rate_hz)
     assert rows.tolist() == [0, 2, 4, 6, 8, 10, 12, 14]
-    half = run_mesh(result.keypoints, dataclasses.replace(result.config.mesh, max_fit_rate_hz=30.0))
-    assert half.markers.shape == result.mesh.markers.shape
-    assert np.isnan(half.quality.reprojection_px[1::2]).all() and np.isfinite(half.quality.reprojection_px[::2]).all()
-    # Two fits of a monocular video agree up to position, heading and size: compare after a similarity alignment.
-    from opensim_biopose.cli.demo_cmd import similarity_align
-
-    full = result.mesh.markers.reshape(-1, 3)
-    moved, _ = similarity_align(half.markers.reshape(-1, 3), full)
-    gap_mm = 1000 * np.linalg.norm(moved - full, axis=-1).reshape(half.markers.shape[:2])
-    assert np.median(gap_mm) < 30.0, np.median(gap_mm)
-    # Interpolated frames are not much worse than fitted ones.
-    assert np.median(gap_mm[1::2]) < np.median(gap_mm[::2]) + 10.0
+    quality = result.mesh.quality
+    assert np.isnan(quality.reprojection_px[1::2]).all() and np.isfinite(quality.reprojection_px[::2]).all()
+    assert np.nanmax(quality.normalized) < 0.05          # fitted frames: within 5% of the body's size
+    t, m = result.times, result.mesh.markers
+    alpha = ((t[1:-1:2] - t[0:-2:2]) / (t[2::2] - t[0:-2:2]))[:, None, None]
+    between = (1 - alpha) * m[0:-2:2] + alpha * m[2::2]
+    assert np.abs(m[1:-1:2] - between).max() < 1e-6     # metres
+    # and the interpolated frames move: the subject walks ~1 m/s, a frame is 17 ms
+    assert np.median(np.linalg.norm(m[1:-1:2] - m[0:-2:2], axis=-1)) > 1e-3

@@ -88,7 +88,7 @@ def _blank_video(path: Path) -> Path:
 
 
 @pytest.mark.parametrize("case", ["missing", "not_a_video", "empty_room", "bad_map", "no_model", "height",
-                                  "out_is_a_file"])
+                                  "out_is_a_file", "preset"])
 def test_bad_input_is_one_message_and_no_output(case, tmp_path, capsys):
     out = tmp_path / "out"
     args = ["--out", str(out), *QUICK]
@@ -112,6 +112,9 @@ def test_bad_input_is_one_message_and_no_output(case, tmp_path, capsys):
             out.write_text("a file where the output folder should be")
             args[1] = str(out / "sub")
             expect = "is a file"
+        elif case == "preset":
+            args += ["--preset", "turbo"]
+            expect = "unknown preset 'turbo'"
         elif case == "no_model":
             args += ["--model", str(tmp_path / "absent.osim")]
             expect = "absent.osim"
@@ -123,6 +126,29 @@ def test_bad_input_is_one_message_and_no_output(case, tmp_path, capsys):
     assert line.startswith("opensim-biopose run: error:") and expect in line, line
     if out.is_dir():
         assert not any(out.iterdir()), "a failed run left files behind"
+
+
+def test_preset_sets_the_speed_options_and_explicit_options_win(tmp_path):
+    """--preset fast fits the body at a lower rate than the default accurate preset (<= 30 Hz);
+    --fit-rate/--max-side/--fit-iterations given on the command line override the preset."""
+    import argparse
+
+    from opensim_biopose.cli.run_cmd import add_arguments, build_config
+    from opensim_biopose.pipeline import PRESETS
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    video = str(tmp_path / "clip.mp4")
+    accurate = build_config(parser.parse_args([video]))
+    assert accurate.mesh.max_fit_rate_hz == 30.0 and accurate.detect.max_side is None
+    assert accurate == build_config(parser.parse_args([video, "--preset", "accurate"]))
+    fast = build_config(parser.parse_args([video, "--preset", "fast"]))
+    assert fast.mesh.max_fit_rate_hz == PRESETS["fast"].max_fit_rate_hz < 30.0
+    assert fast.mesh.options == dict(PRESETS["fast"].fit_options)
+    mine = build_config(parser.parse_args([video, "--preset", "fast", "--fit-rate", "20", "--max-side", "960",
+                                           "--fit-iterations", "90"]))
+    assert mine.mesh.max_fit_rate_hz == 20.0 and mine.detect.max_side == 960
+    assert mine.mesh.options["iterations"] == 90
 
 
 def test_user_model_with_marker_map(tmp_path, capsys):

@@ -6,6 +6,7 @@ Writes ``DIR/<stem>_markers.trc``, ``<stem>_ik.mot``, ``<stem>_scaled.osim`` and
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -37,14 +38,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-train", action="store_true",
                         help="never train NeurIK; without weights, refine from the model's default pose")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--preset", default="accurate", metavar="NAME",
+                        help="speed preset: accurate (default: the body fitted at <= 30 frames/s) or fast (at "
+                             "<= 15 frames/s); interpolated in between; --max-side, --fit-rate and --fit-iterations "
+                             "override it")
     parser.add_argument("--max-frames", type=int, metavar="N", help="only the first N frames")
-    parser.add_argument("--max-side", type=int, metavar="PX", help="shrink frames to this longer side for the detector")
+    parser.add_argument("--max-side", type=int, metavar="PX",
+                        help="shrink frames to this longer side for the detector (default: full resolution)")
     parser.add_argument("--focal-px", type=float, metavar="PX", help="camera focal length in pixels, if known")
     parser.add_argument("--fit-iterations", type=int, metavar="N",
-                        help="optimiser steps of the keypoint fit (default 200; fewer: faster, rougher)")
+                        help="objective evaluations of the keypoint fit (default 300; fewer: faster, rougher)")
     parser.add_argument("--fit-rate", type=float, metavar="HZ",
-                        help="fit the body at most HZ frames per second and interpolate between (speed; "
-                             "default: every frame)")
+                        help="fit the body at most HZ frames per second and interpolate between (default: the "
+                             "preset's, 30 for accurate)")
     parser.add_argument("--threads", type=int, metavar="K",
                         help="CPU threads for torch (default: torch's choice; 1 is faster on a busy shared machine)")
     parser.add_argument("--no-report", action="store_true", help="skip the HTML report")
@@ -62,6 +68,7 @@ def build_config(args: argparse.Namespace):
         ReportStageConfig,
         SolverConfig,
         SubjectConfig,
+        get_preset,
         load_marker_map,
     )
 
@@ -74,22 +81,28 @@ def build_config(args: argparse.Namespace):
             raise InputError(f"{what} {value} is outside {lo}-{hi}; give metres / kilograms")
     if args.fit_rate is not None and args.fit_rate <= 0:
         raise InputError(f"--fit-rate {args.fit_rate}: give a positive rate in frames per second")
+    if args.max_side is not None and args.max_side < 64:
+        raise InputError(f"--max-side {args.max_side}: give at least 64 pixels")
+    preset = get_preset(args.preset)
     marker_map = load_marker_map(args.marker_map) if args.marker_map is not None else {}
     mesh_options: dict[str, object] = {}
     if args.fit_iterations is not None:
         if args.fit_iterations < 1:
             raise InputError(f"--fit-iterations {args.fit_iterations}: give at least 1")
         mesh_options = {"iterations": args.fit_iterations, "rigid_iterations": min(60, args.fit_iterations)}
-    return PipelineConfig(
-        detect=DetectConfig(detector=args.detector, max_frames=args.max_frames, max_side=args.max_side,
-                            focal_length_px=args.focal_px),
-        mesh=MeshStageConfig(backend=args.mesh_backend, body_model=args.body_model, options=mesh_options,
-                             max_fit_rate_hz=args.fit_rate),
+    config = preset.apply(PipelineConfig(
+        detect=DetectConfig(detector=args.detector, max_frames=args.max_frames, focal_length_px=args.focal_px),
+        mesh=MeshStageConfig(backend=args.mesh_backend, body_model=args.body_model, options=mesh_options),
         subject=SubjectConfig(model=args.model, marker_map=marker_map, height_m=args.height, mass_kg=args.mass),
         solver=SolverConfig(weights=args.weights, train=not args.no_train, refine=args.refine, device=args.device),
         report=ReportStageConfig(enabled=not args.no_report),
         progress=not args.quiet,
-    )
+    ))
+    if args.max_side is not None:
+        config = dataclasses.replace(config, detect=dataclasses.replace(config.detect, max_side=args.max_side))
+    if args.fit_rate is not None:
+        config = dataclasses.replace(config, mesh=dataclasses.replace(config.mesh, max_fit_rate_hz=args.fit_rate))
+    return config
 
 
 def run(args: argparse.Namespace) -> int:
