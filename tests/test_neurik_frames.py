@@ -83,6 +83,29 @@ def test_frames_path_matches_windows_path_on_lab_trials(name: str, monkeypatch) 
     assert math.degrees(float(frames.q[:, knee].max() - frames.q[:, knee].min())) > 10.0
 
 
+def test_frames_path_on_a_trial_longer_than_one_network_batch():
+    """Frames go through in the windowed path's chunks (api._WINDOW_FRAMES): a trial longer than one
+    chunk gets the same answer, and each repetition of a frame the same coordinates."""
+    from opensim_biopose.neurik import api
+
+    checkpoint = ROOT / "tests" / "checkpoints" / "gait2354_walk1.safetensors"
+    if not checkpoint.is_file():
+        pytest.skip(f"{checkpoint} is absent")
+    sk, names, xyz, times = _trial("gait2354_walk1")
+    nk = NeurIK.load(checkpoint, sk)
+    reps = api._WINDOW_FRAMES // xyz.shape[0] + 2
+    long_xyz = np.tile(xyz, (reps, 1, 1))
+    long_times = np.arange(long_xyz.shape[0]) / 100.0
+    assert long_xyz.shape[0] > api._WINDOW_FRAMES
+    windows = nk.solve(names, long_xyz, long_times, inference="windows")
+    frames = nk.solve(names, long_xyz, long_times, inference="frames")
+    deg, metres = _gap(frames.q, windows.q, sk.coordinate_is_rotational.bool())
+    assert deg <= MAX_DEG and metres <= MAX_M, f"{deg:.2e} deg, {metres:.2e} m"
+    once = nk.solve(names, xyz, times).q
+    deg, metres = _gap(frames.q[-xyz.shape[0]:], once, sk.coordinate_is_rotational.bool())
+    assert deg <= MAX_DEG and metres <= MAX_M
+
+
 @pytest.fixture(scope="module")
 def gait_sk():
     from opensim_biopose.kinematics import Skeleton

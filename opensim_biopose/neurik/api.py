@@ -142,14 +142,26 @@ class _FrameOutputs:
         root_6d: (T, 6) root orientation in each frame's reference frame (6D), or None.
         frame_rotation: (T, 3, 3) the reference frames (reference-to-ground), or None.
         ground_position: (T, 3) the root body position in ground (m), or None.
-        scales: (NB, 3) segment scale factors (float64), or None.
+        log_scales: (T, NB, 3) each frame's log segment scale factors, or None.
+        scales: (NB, 3) the trial's segment scale factors (float64), or None.
     """
 
     q_pred: Tensor
     root_6d: Tensor | None
     frame_rotation: Tensor | None
     ground_position: Tensor | None
-    scales: Tensor | None
+    log_scales: Tensor | None
+    scales: Tensor | None = None
+
+    @classmethod
+    def cat(cls, parts: list[_FrameOutputs]) -> _FrameOutputs:
+        """Consecutive chunks of frames joined (before the scale factors' mean)."""
+        def joined(name: str) -> Tensor | None:
+            values = [getattr(p, name) for p in parts]
+            return torch.cat(values) if values[0] is not None else None
+
+        return cls(*(joined(name) for name in ("q_pred", "root_6d", "frame_rotation", "ground_position",
+                                                "log_scales")))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -273,9 +285,22 @@ class NeurIK:
     def _run_frames(self, markers: Tensor, visible: Tensor, stride: int) -> _FrameOutputs:
         """``_run_windows`` for a per-frame network, before decoding: every frame is its own window,
         so there is nothing to blend (the windowed path's weighted mean of one value is that value).
-        The float32 steps of the decoding are done here, in the windowed path's own operations
-        (see :mod:`.native`): the predicted coordinates and the root position in ground.
+        Frames go through in the windowed path's chunks (_WINDOW_FRAMES), which bound memory on long
+        trials. The float32 steps of the decoding are done here, in the windowed path's own
+        operations (see :mod:`.native`): the predicted coordinates and the root position in ground.
         ``stride`` is ignored."""
+        t = markers.shape[0]
+        parts = [self._frames_chunk(markers[i:i + _WINDOW_FRAMES], visible[i:i + _WINDOW_FRAMES])
+                 for i in range(0, t, _WINDOW_FRAMES)]
+        out = parts[0] if len(parts) == 1 else _FrameOutputs.cat(parts)
+        if out.log_scales is not None:  # the windowed path's mean over windows, weighted by markers seen
+            n_vis = visible.double().sum(1)                                                # (T,)
+            total = (torch.exp(out.log_scales).double().log() * n_vis[:, None, None]).sum(0)
+            out = dataclasses.replace(out, scales=torch.exp(total / max(float(n_vis.sum()), 1e-12)))
+        return out
+
+    def _frames_chunk(self, markers: Tensor, visible: Tensor) -> _FrameOutputs:
+        """:meth:`_run_frames` on (T, M, 3) / (T, M) frames, without the scale factors' mean."""
         lay = self.layout
         inp = frame_features(markers, visible, lay)
         out = run_frames(self.frame_weights, inp.relative[:, 0], inp.visible[:, 0], inp.centroid[:, 0])
@@ -284,12 +309,7 @@ class NeurIK:
             frame = RootPose(inp.frame.rotation[:, 0], inp.frame.position[:, 0])            # (T, 3, 3), (T, 3)
             rotation, position = frame.rotation, point_in_ground(out.root_position[:, 0], frame)
             root_6d = out.root_6d[:, 0]
-        scales = None
-        if out.log_scales is not None:
-            n_vis = visible.double().sum(1)                                                # (T,)
-            total = (torch.exp(out.log_scales).double().log() * n_vis[:, None, None]).sum(0)
-            scales = torch.exp(total / max(float(n_vis.sum()), 1e-12))
-        return _FrameOutputs(self._ranges(out.coords[:, 0]), root_6d, rotation, position, scales)
+        return _FrameOutputs(self._ranges(out.coords[:, 0]), root_6d, rotation, position, out.log_scales)
 
     def _window_coordinates(self, answer: _Decoded) -> Tensor:
         """(T, n) coordinates in the Skeleton's dtype: defaults, clamped predictions, solved root."""
