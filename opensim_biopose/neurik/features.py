@@ -102,15 +102,17 @@ def frame_features(markers: Tensor, visible: Tensor, layout: ModelLayout) -> Win
         frame = RootPose(rot, pos)
     else:
         frame = _heading_frame(markers[:, None], visible[:, None], layout)
-    local = (markers - frame.position) @ frame.rotation[:, 0]                    # to_frame, as one bmm
+    # The windowed path's operations on the same shapes (a BLAS may round a differently shaped
+    # product differently), without its window means.
+    local = to_frame(markers[:, None], frame.rotation, frame.position)            # (T, 1, M, 3)
     if bool(visible.all()):  # every weight below would be 1: the same numbers without them
-        centroid = local.sum(1) / visible.shape[1]
-        relative = local - centroid.unsqueeze(1)
+        centroid = local.sum(2) / visible.shape[1]
+        relative = local - centroid.unsqueeze(2)
     else:
-        w = visible.to(markers.dtype).unsqueeze(-1)
-        centroid = (local * w).sum(1) / w.sum(1).clamp_min(1.0)
-        relative = (local - centroid.unsqueeze(1)) * w
-    return WindowInput(relative[:, None], visible[:, None], centroid[:, None], frame)
+        w = visible[:, None].to(markers.dtype).unsqueeze(-1)
+        centroid = (local * w).sum(2) / w.sum(2).clamp_min(1.0)
+        relative = (local - centroid.unsqueeze(2)) * w
+    return WindowInput(relative, visible[:, None], centroid, frame)
 
 
 def target_in_frame(root: RootPose, frame: RootPose) -> RootPose:

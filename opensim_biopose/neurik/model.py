@@ -146,12 +146,13 @@ class FrameWeights:
 
     Attributes:
         marker: (4 M, d) the per-marker projection with rows ordered (channel, marker), channels
-            x, y, z, visible: the order in which ``torch.einsum`` contracts ``btmc,mcd->btd``.
+            x, y, z, visible: the order in which ``torch.einsum`` contracts ``btmc,mcd->btd`` (one bmm).
         centroid_weight, centroid_bias: (d, 3), (d,).
         blocks: the residual MLP blocks.
         norm_weight, norm_bias, norm_eps: the final LayerNorm.
-        head_weight, head_bias: (P [+ 9] [+ 3 NB], d), (...): coordinate, root and scale heads stacked.
-        n_coords: P; has_root, has_scales: which heads are present.
+        heads: (weight, bias) of the coordinate head (P, d), the root head (9, d) or None and the
+            scale head (3 NB, d) or None. Each runs as its own product, as in NeurIKNet.forward:
+            a stacked product may round differently where the BLAS picks kernels by output width.
     """
 
     marker: Tensor
@@ -161,11 +162,9 @@ class FrameWeights:
     norm_weight: Tensor
     norm_bias: Tensor
     norm_eps: float
-    head_weight: Tensor
-    head_bias: Tensor
-    n_coords: int
-    has_root: bool
-    has_scales: bool
+    coord_head: tuple[Tensor, Tensor]
+    root_head: tuple[Tensor, Tensor] | None
+    scale_head: tuple[Tensor, Tensor] | None
 
 
 def is_per_frame(cfg: NeurIKConfig) -> bool:
@@ -184,7 +183,10 @@ def frame_weights(net: NeurIKNet) -> FrameWeights:
     d = net.cfg.d_model
     blocks = tuple(_Block(plain(b.norm.weight), plain(b.norm.bias), b.norm.eps, plain(b.ff[0].weight),
                           plain(b.ff[0].bias), plain(b.ff[2].weight), plain(b.ff[2].bias)) for b in net.frame)
-    heads = [net.coord_head] + [h for h in (net.root_head, net.scale_head) if h is not None]
+
+    def head(linear: nn.Linear | None) -> tuple[Tensor, Tensor] | None:
+        return (plain(linear.weight), plain(linear.bias)) if linear is not None else None
+
     return FrameWeights(
         marker=plain(net.marker_proj.permute(1, 0, 2).reshape(4 * net.cfg.n_markers, d)),
         centroid_weight=plain(net.centroid_proj.weight),
@@ -193,11 +195,9 @@ def frame_weights(net: NeurIKNet) -> FrameWeights:
         norm_weight=plain(net.norm.weight),
         norm_bias=plain(net.norm.bias),
         norm_eps=net.norm.eps,
-        head_weight=plain(torch.cat([h.weight for h in heads])),
-        head_bias=plain(torch.cat([h.bias for h in heads])),
-        n_coords=net.cfg.n_predicted,
-        has_root=net.root_head is not None,
-        has_scales=net.scale_head is not None,
+        coord_head=head(net.coord_head),
+        root_head=head(net.root_head),
+        scale_head=head(net.scale_head),
     )
 
 
@@ -214,18 +214,18 @@ def run_frames(w: FrameWeights, relative: Tensor, visible: Tensor, centroid: Ten
     """
     t = relative.shape[0]
     feats = torch.cat([relative.transpose(1, 2), visible.unsqueeze(1).to(relative.dtype)], 1).reshape(t, -1)
-    x = feats @ w.marker + F.linear(centroid, w.centroid_weight, w.centroid_bias)
+    # einsum's own product for btmc,mcd->btd: one (1, T, 4M) @ (1, 4M, d) bmm in (channel, marker) order
+    x = torch.bmm(feats[None], w.marker[None])[0] + F.linear(centroid, w.centroid_weight, w.centroid_bias)
     d = x.shape[-1]
     for b in w.blocks:
         h = F.linear(F.layer_norm(x, (d,), b.norm_weight, b.norm_bias, b.norm_eps), b.w1, b.b1)
         x = x + F.linear(F.gelu(h), b.w2, b.b2)
     x = F.layer_norm(x, (d,), w.norm_weight, w.norm_bias, w.norm_eps)
-    y = F.linear(x, w.head_weight, w.head_bias).unsqueeze(1)                   # (T, 1, P [+ 9] [+ 3 NB])
-    p = w.n_coords
-    root = y[..., p:p + 9] if w.has_root else None
-    scales = 0.1 * y[:, 0, p + 9 * w.has_root:].reshape(t, -1, 3) if w.has_scales else None
+    root = F.linear(x, *w.root_head).unsqueeze(1) if w.root_head is not None else None    # (T, 1, 9)
+    # The window mean of one frame is the frame itself.
+    scales = 0.1 * F.linear(x, *w.scale_head).reshape(t, -1, 3) if w.scale_head is not None else None
     return NeurIKOutput(
-        coords=y[..., :p],
+        coords=F.linear(x, *w.coord_head).unsqueeze(1),
         root_6d=root[..., :6] if root is not None else None,
         root_position=root[..., 6:] if root is not None else None,
         log_scales=scales,
