@@ -1,8 +1,9 @@
 """Pure tensor glue between marker windows, the network and coordinates (no nn.Modules).
 
 ``window_features`` expresses a window of ground-frame markers in per-frame reference
-frames (see :mod:`.frames`); ``decode`` turns network outputs back into coordinates and a
-root pose in ground.
+frames (see :mod:`.frames`); ``frame_features`` does the same for one-frame windows without
+the window machinery (per-frame networks at inference); ``decode`` turns network outputs back
+into coordinates and a root pose in ground.
 """
 from __future__ import annotations
 
