@@ -4,7 +4,8 @@ The first 20 frames, detector on a 480 px copy, a shortened mesh fit, no NeurIK 
 measurements are the ones ``benchmarks/bench_real_video.py`` prints for the whole video:
 (a) each marker pair on one rigid segment keeps its length, coefficient of variation <= 2 % over
 the frames the fit flags plausible -- the upper arm and thigh measured between joint centres
-(anny-pig53 v3); (b) OpenSim's InverseKinematicsTool on the written .trc and scaled .osim leaves
+(anny-pig53 v3) -- over the frames the fit fitted itself (the 60 fps video is fitted at <= 30 Hz
+and the markers in between interpolated); (b) OpenSim's InverseKinematicsTool on the written .trc and scaled .osim leaves
 a mean RMS marker error <= 20 mm (model markers placed by OpenSim). The joint centres go into the
 .trc but not to NeurIK, scaling or IK (the default model has no such markers).
 """
@@ -65,11 +66,12 @@ def measured(tmp_path_factory, out_dir):
 def test_virtual_marker_segments_keep_their_length(measured):
     result, segments, _, _ = measured
     assert np.sum(result.quality.fit_plausible) >= FRAMES // 2, "most frames of a clean video fit plausibly"
+    assert np.sum(_bench().fitted_plausible(result)) >= FRAMES // 4, "every other frame is fitted"
     goal = [s for s in segments if s.goal]
     assert len(goal) == 9 and len(segments) == 13
     for s in goal:
         assert 0.15 < s.median_m < 0.6, f"{s.name}: {1000 * s.median_m:.0f} mm is not an adult segment"
-        assert s.cv <= SEGMENT_CV, f"{s.name}: length varies {100 * s.cv:.2f} % (CV) over plausible frames"
+        assert s.cv <= SEGMENT_CV, f"{s.name}: length varies {100 * s.cv:.2f} % (CV) over fitted plausible frames"
         if "JC" in s.name:
             spread = s.range_ratio * s.median_m
             assert spread < JOINT_CENTRE_SPREAD_M, f"{s.name}: length changes by {1000 * spread:.2f} mm"
