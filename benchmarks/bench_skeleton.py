@@ -21,7 +21,9 @@ rajagopal_walk, from the default pose, no coordinate tasks) with either Jacobian
 interleaved so both see the same machine load; medians and the ratio analytic / finite
 differences (> 1: the analytic Jacobian is faster). The Jacobian rows also give the speed of
 the Gauss-Newton normal equations formed without a Jacobian (Skeleton.normal_equations), which
-refine uses by default ("analytic" in RefineConfig; "analytic_jacobian" is the Jacobian route).
+the batched torch loop uses ("analytic" in RefineConfig; "analytic_jacobian" is the Jacobian
+route). The refinement rows add the compiled per-frame kernel refine uses by default on the CPU
+(kinematics/native.py), and the model rows its per-pose forward kinematics.
 """
 from __future__ import annotations
 
@@ -40,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from opensim_biopose.kinematics import Skeleton  # noqa: E402
+from opensim_biopose.kinematics import native  # noqa: E402
 from opensim_biopose.neurik.refine import JACOBIANS, LINEARISERS, RefineConfig, _build_problem, refine  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data" / "opensim"
@@ -136,6 +139,11 @@ def bench_model(name: str, path: Path, batch: int, opensim_poses: int, repeats: 
               f"ratio {fwd.poses_per_s / reference.poses_per_s:8.0f}x   "
               f"(inference_mode {no_grad.poses_per_s:10.0f}/s {no_grad.poses_per_s / reference.poses_per_s:6.0f}x; "
               f"forward+backward {fb.poses_per_s:10.0f}/s {fb.poses_per_s / reference.poses_per_s:6.0f}x)")
+    if native.AVAILABLE and sk64.marker_names:
+        model, q_np = sk64.native_model(), sk64.forward(q).q_full.numpy()
+        compiled = time_calls(lambda: native.forward_markers(model, q_np), batch, repeats)
+        print(f"  compiled per-pose forward (kinematics/native.py, float64, markers): {compiled.poses_per_s:12.0f} "
+              f"poses/s  ratio {compiled.poses_per_s / reference.poses_per_s:8.0f}x")
 
 
 def interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
@@ -193,16 +201,25 @@ def bench_refine(name: str, repeats: int) -> None:
     q0 = sk.coordinate_defaults.double().expand(frames, -1)
     results = {}
 
-    def run(kind: str) -> None:
-        config = RefineConfig(jacobian=kind)
-        results[kind] = refine(sk, trial.xyz, trial.weights, q0, coordinate_tasks=trial.targets, config=config)
+    configs = {  # the compiled per-frame kernel (default), the batched torch loop, finite differences
+        "native": RefineConfig(),
+        "analytic": RefineConfig(kernel="torch"),
+        "finite_difference": RefineConfig(jacobian="finite_difference"),
+    }
 
-    median = interleaved({k: (lambda k=k: run(k)) for k in ("analytic", "finite_difference")}, repeats)
+    def run(kind: str) -> None:
+        results[kind] = refine(sk, trial.xyz, trial.weights, q0, coordinate_tasks=trial.targets, config=configs[kind])
+
+    median = interleaved({k: (lambda k=k: run(k)) for k in configs}, repeats)
     diff = float(torch.rad2deg((results["analytic"].q - results["finite_difference"].q).abs()).max())
+    diff_native = float(torch.rad2deg((results["native"].q - results["analytic"].q).abs()).max())
     iters = {k: float(r.iterations.float().mean()) for k, r in results.items()}
-    print(f"  refine {name} ({frames} frames): analytic {frames / median['analytic']:6.0f} frames/s, finite differences "
-          f"{frames / median['finite_difference']:6.0f} frames/s, ratio {median['finite_difference'] / median['analytic']:5.2f}x "
-          f"(iterations {iters['analytic']:.1f} / {iters['finite_difference']:.1f}; max |q difference| {diff:.1e} deg)")
+    print(f"  refine {name} ({frames} frames): torch loop analytic {frames / median['analytic']:6.0f} frames/s, finite "
+          f"differences {frames / median['finite_difference']:6.0f} frames/s, ratio "
+          f"{median['finite_difference'] / median['analytic']:5.2f}x (iterations {iters['analytic']:.1f} / "
+          f"{iters['finite_difference']:.1f}; max |q difference| {diff:.1e} deg); compiled per-frame kernel "
+          f"{frames / median['native']:6.0f} frames/s ({median['analytic'] / median['native']:4.1f}x the torch loop, "
+          f"max |q difference| {diff_native:.1e} deg)")
 
 
 def main() -> int:
