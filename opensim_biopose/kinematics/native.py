@@ -303,6 +303,22 @@ def _rotate(out, r, axis, angle):
         out[i, 2] = a0 * m02 + a1 * m12 + a2 * m22
 
 
+@njit(cache=True, inline="always")
+def _axis_value(fn_kind, fn_scale, fn_poly, fn_knots, fn_coef, fn_last, ax_fn, ax_coord, q, ax, axis_slope):
+    """Value of axis ax at q (n,); stores d value / d q[its coordinate] (0 for constants) in axis_slope."""
+    c = ax_coord[ax]
+    v, s = _function(fn_kind, fn_scale, fn_poly, fn_knots, fn_coef, fn_last, ax_fn[ax], q[c] if c >= 0 else 0.0)
+    axis_slope[ax] = s if c >= 0 else 0.0
+    return v
+
+
+@njit(cache=True, inline="always")
+def _world_axis(axis_w, ax, r, ax_dir):
+    """axis_w[ax] = r @ ax_dir[ax]: the axis's direction in ground, r (3, 3) the frame it is given in."""
+    for a in range(3):
+        axis_w[ax, a] = r[a, 0] * ax_dir[ax, 0] + r[a, 1] * ax_dir[ax, 1] + r[a, 2] * ax_dir[ax, 2]
+
+
 @njit(cache=True)
 def _forward_frame(q, fn_kind, fn_scale, fn_poly, fn_knots, fn_coef, fn_last, cp_dep, cp_ind, cp_fn,
                    j_parent, j_child, j_r_pf, j_p_pf, j_r_cm, j_p_cm, j_tr, j_rot, ax_dir, ax_coord, ax_fn,
@@ -338,13 +354,11 @@ def _forward_frame(q, fn_kind, fn_scale, fn_poly, fn_knots, fn_coef, fn_last, cp
         t[0] = t[1] = t[2] = 0.0
         start, count = j_tr[j, 0], j_tr[j, 1]
         for ax in range(start, start + count):
-            c = ax_coord[ax]
-            v, s = _function(fn_kind, fn_scale, fn_poly, fn_knots, fn_coef, fn_last, ax_fn[ax],
-                             q[c] if c >= 0 else 0.0)
-            axis_slope[ax] = s if c >= 0 else 0.0
+            v = _axis_value(fn_kind, fn_scale, fn_poly, fn_knots, fn_coef, fn_last, ax_fn, ax_coord, q, ax,
+                            axis_slope)
+            _world_axis(axis_w, ax, r_f, ax_dir)
             for a in range(3):
                 t[a] += ax_dir[ax, a] * v
-                axis_w[ax, a] = r_f[a, 0] * ax_dir[ax, 0] + r_f[a, 1] * ax_dir[ax, 1] + r_f[a, 2] * ax_dir[ax, 2]
         ch = j_child[j]
         for a in range(3):  # M's origin in ground
             body_p[ch, a] = p_f[a] + r_f[a, 0] * t[0] + r_f[a, 1] * t[1] + r_f[a, 2] * t[2]
@@ -353,12 +367,10 @@ def _forward_frame(q, fn_kind, fn_scale, fn_poly, fn_knots, fn_coef, fn_last, cp
                 r_a[a, b] = r_f[a, b]
         start, count = j_rot[j, 0], j_rot[j, 1]
         for ax in range(start, start + count):
-            c = ax_coord[ax]
-            v, s = _function(fn_kind, fn_scale, fn_poly, fn_knots, fn_coef, fn_last, ax_fn[ax],
-                             q[c] if c >= 0 else 0.0)
-            axis_slope[ax] = s if c >= 0 else 0.0
+            v = _axis_value(fn_kind, fn_scale, fn_poly, fn_knots, fn_coef, fn_last, ax_fn, ax_coord, q, ax,
+                            axis_slope)
+            _world_axis(axis_w, ax, r_a, ax_dir)
             for a in range(3):
-                axis_w[ax, a] = r_a[a, 0] * ax_dir[ax, 0] + r_a[a, 1] * ax_dir[ax, 1] + r_a[a, 2] * ax_dir[ax, 2]
                 axis_o[ax, a] = body_p[ch, a]
             _rotate(r_b, r_a, ax_dir[ax], v)
             r_a, r_b = r_b, r_a
