@@ -15,7 +15,6 @@ does not matter. Headline: the whole video (all frames).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import tempfile
 import time
@@ -65,13 +64,9 @@ class Measured:
 
 def build_config(preset: str, args: argparse.Namespace) -> PipelineConfig:
     """The run's configuration: ``preset`` over the CLI's defaults, then explicit overrides."""
-    config = get_preset(preset).apply(PipelineConfig(detect=DetectConfig(max_frames=args.frames),
-                                                     solver=SolverConfig(train=False, refine=not args.no_refine)))
-    if args.max_side is not None:
-        config = dataclasses.replace(config, detect=dataclasses.replace(config.detect, max_side=args.max_side))
-    if args.fit_rate is not None:
-        config = dataclasses.replace(config, mesh=dataclasses.replace(config.mesh, max_fit_rate_hz=args.fit_rate))
-    return config
+    chosen = get_preset(preset).overridden(max_side=args.max_side, max_fit_rate_hz=args.fit_rate)
+    return chosen.apply(PipelineConfig(detect=DetectConfig(max_frames=args.frames),
+                                       solver=SolverConfig(train=False, refine=not args.no_refine)))
 
 
 def measure(video: Path, preset: str, config: PipelineConfig) -> Measured:

@@ -27,7 +27,6 @@ Needs the anny and render extras, MediaPipe and offscreen OpenGL (EGL). Runs on 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import tempfile
@@ -116,9 +115,7 @@ def evaluate(video: Path, view: str, motion: str, marker_names: tuple[str, ...],
     config = PipelineConfig(detect=DetectConfig(focal_length_px=focal_px), mesh=mesh,
                             subject=SubjectConfig(height_m=height_m),
                             solver=SolverConfig(train=False), report=ReportStageConfig(enabled=False))
-    config = get_preset(preset).apply(config)
-    if fit_rate_hz is not None:
-        config = dataclasses.replace(config, mesh=dataclasses.replace(config.mesh, max_fit_rate_hz=fit_rate_hz))
+    config = get_preset(preset).overridden(max_fit_rate_hz=fit_rate_hz).apply(config)
     t0 = time.perf_counter()
     result = run_pipeline(video, config)
     pipeline_s = time.perf_counter() - t0

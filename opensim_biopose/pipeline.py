@@ -144,6 +144,11 @@ class SpeedPreset:
     # KeypointFitConfig fields, as (name, value) pairs (a frozen dataclass holds no dict).
     fit_options: tuple[tuple[str, Any], ...] = ()
 
+    def overridden(self, *, max_side: int | None = None, max_fit_rate_hz: float | None = None) -> SpeedPreset:
+        """This preset with the settings a user gave explicitly (None keeps the preset's)."""
+        return dataclasses.replace(self, max_side=self.max_side if max_side is None else max_side,
+                                   max_fit_rate_hz=self.max_fit_rate_hz if max_fit_rate_hz is None else max_fit_rate_hz)
+
     def apply(self, config: PipelineConfig) -> PipelineConfig:
         """``config`` with this preset's detector size, fit rate and fit options (options already in
         ``config.mesh.options`` are kept over the preset's)."""

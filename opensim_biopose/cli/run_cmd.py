@@ -6,7 +6,6 @@ Writes ``DIR/<stem>_markers.trc``, ``<stem>_ik.mot``, ``<stem>_scaled.osim`` and
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -83,14 +82,14 @@ def build_config(args: argparse.Namespace):
         raise InputError(f"--fit-rate {args.fit_rate}: give a positive rate in frames per second")
     if args.max_side is not None and args.max_side < 64:
         raise InputError(f"--max-side {args.max_side}: give at least 64 pixels")
-    preset = get_preset(args.preset)
+    preset = get_preset(args.preset).overridden(max_side=args.max_side, max_fit_rate_hz=args.fit_rate)
     marker_map = load_marker_map(args.marker_map) if args.marker_map is not None else {}
     mesh_options: dict[str, object] = {}
     if args.fit_iterations is not None:
         if args.fit_iterations < 1:
             raise InputError(f"--fit-iterations {args.fit_iterations}: give at least 1")
         mesh_options = {"iterations": args.fit_iterations, "rigid_iterations": min(60, args.fit_iterations)}
-    config = preset.apply(PipelineConfig(
+    return preset.apply(PipelineConfig(
         detect=DetectConfig(detector=args.detector, max_frames=args.max_frames, focal_length_px=args.focal_px),
         mesh=MeshStageConfig(backend=args.mesh_backend, body_model=args.body_model, options=mesh_options),
         subject=SubjectConfig(model=args.model, marker_map=marker_map, height_m=args.height, mass_kg=args.mass),
@@ -98,11 +97,6 @@ def build_config(args: argparse.Namespace):
         report=ReportStageConfig(enabled=not args.no_report),
         progress=not args.quiet,
     ))
-    if args.max_side is not None:
-        config = dataclasses.replace(config, detect=dataclasses.replace(config.detect, max_side=args.max_side))
-    if args.fit_rate is not None:
-        config = dataclasses.replace(config, mesh=dataclasses.replace(config.mesh, max_fit_rate_hz=args.fit_rate))
-    return config
 
 
 def run(args: argparse.Namespace) -> int:
