@@ -126,3 +126,21 @@ def test_native_kernel_falls_back_to_torch_where_it_does_not_apply() -> None:
 
     with pytest.raises(InputError, match="kernel"):
         refine(sk, markers, weights, q0, config=RefineConfig(kernel="fortran"))
+
+
+def test_frames_without_markers_and_infinite_markers() -> None:
+    """A frame with no marker keeps its start and reports NaN errors (both kernels); an infinite
+    coordinate is refused with a message that says how to mark an absent marker."""
+    from opensim_biopose.errors import InputError
+
+    sk = Skeleton.from_osim(DEFAULT_MODEL, dtype=torch.float64)
+    markers, weights, truth = _synthetic_problem(sk, frames=3, seed=4)
+    markers[1] = float("nan")
+    q0 = truth + 0.01
+    for kernel in ("native", "torch"):
+        result = refine(sk, markers, weights, q0, config=RefineConfig(kernel=kernel))
+        assert torch.isnan(result.marker_rms[1]) and torch.isfinite(result.marker_rms[[0, 2]]).all()
+        assert torch.isfinite(result.q).all()
+    markers[2, 0, 1] = float("inf")
+    with pytest.raises(InputError, match="infinite"):
+        refine(sk, markers, weights, q0)

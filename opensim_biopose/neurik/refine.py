@@ -1006,6 +1006,10 @@ def _check_shapes(sk: SkeletonLike, markers: torch.Tensor, weights: torch.Tensor
         raise InputError(f"markers must be (T, {m}, 3) in the skeleton's marker order, got {tuple(markers.shape)}")
     if weights.shape != (m,):
         raise InputError(f"marker weights must be ({m},), got {tuple(weights.shape)}")
+    if bool(torch.isinf(markers).any()):
+        raise InputError("markers contain infinite values; mark a marker absent in a frame with NaN")
+    if not bool(torch.isfinite(weights).all()):
+        raise InputError("marker weights must be finite numbers (0 drops a marker)")
     if q0.shape != (markers.shape[0], n):
         raise InputError(f"q0 must be ({markers.shape[0]}, {n}), got {tuple(q0.shape)}")
 
