@@ -104,7 +104,7 @@ def print_table(m: Measured) -> None:
           f"{'every frame' if rate is None else f'at <= {rate:g} Hz'}; fit options {m.config.mesh.options or 'default'}")
     rows = [("detect (decode + detector + cleaning)", t.detect_s), ("  of which the detector", t.detector_s),
             ("  of which waiting for decoded frames", t.decode_wait_s),
-            ("body model load (waited for after detect)", t.body_load_s),
+            ("body model load (once per process)", t.body_load_s),
             ("mesh fit (all frames)", t.mesh_s), ("scaling", t.scale_s),
             (f"NeurIK ({result.solver})", t.neurik_s), ("refinement + marker registration", t.refine_s),
             ("write outputs + report", m.write_s)]
@@ -136,8 +136,8 @@ def main() -> None:
     warm_s, warm = warm_up(args.video)
     print(f"warm-up (imports, first calls; 5 frames, not counted): {warm_s:.1f} s; torch threads {args.threads}; "
           f"{os.cpu_count()} CPU cores")
-    print(f"first body model build in a process (a CLI run pays it once): {warm.timings.body_build_s:.2f} s, built "
-          f"beside the detector; {warm.timings.body_load_s:.2f} s of it waited for after detecting 5 frames")
+    print(f"first body model build in a process (a CLI run pays it once, later runs reuse it): "
+          f"{warm.timings.body_load_s:.2f} s")
     runs = [measure(args.video, p, build_config(p, args)) for p in args.presets]
     for m in runs:
         print_table(m)

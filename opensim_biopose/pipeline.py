@@ -25,12 +25,11 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,7 +44,6 @@ from opensim_biopose.scaling import ScaleFactors, ScalingConfig, measure_scale_f
     write_scaled_model
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 OUTPUT_SUFFIXES: dict[str, str] = {"trc": "_markers.trc", "mot": "_ik.mot", "osim": "_scaled.osim",
                                    "html": "_report.html"}
@@ -206,16 +204,14 @@ class FrameQuality:
 @dataclass(frozen=True)
 class StageTimings:
     """Wall-clock seconds per stage; ``detector_s`` is the part of ``detect_s`` inside the detector,
-    ``decode_wait_s`` the part spent waiting for decoded frames (decoding runs in a second thread).
-    The body model / mesh backend is built in a second thread while the detector runs (once per
-    process, ~1.3 s for Anny: not per frame, so kept out of ``mesh_s``): ``body_build_s`` is its
-    build time, ``body_load_s`` the part of it the pipeline still waited for after detection."""
+    ``decode_wait_s`` the part spent waiting for decoded frames (decoding runs in a second thread);
+    ``body_load_s`` builds the body model / mesh backend (once per process, ~1.3 s for Anny: not
+    per frame, so kept out of ``mesh_s``)."""
 
     detect_s: float = 0.0
     detector_s: float = 0.0
     decode_wait_s: float = 0.0
     body_load_s: float = 0.0
-    body_build_s: float = 0.0
     mesh_s: float = 0.0
     scale_s: float = 0.0
     neurik_s: float = 0.0
@@ -646,13 +642,6 @@ class _Clock:
             print(f"[{name}] done in {self.seconds[name]:.1f} s", flush=True)
 
 
-def _timed(function: Callable[..., T], *args: Any) -> tuple[T, float]:
-    """``function(*args)`` and the seconds it took (for work done in another thread)."""
-    t0 = time.perf_counter()
-    value = function(*args)
-    return value, time.perf_counter() - t0
-
-
 def _check_device(device: str) -> None:
     """InputError (naming the ``--device`` option) for an unknown device or CUDA without a GPU."""
     if device not in ("cpu", "cuda"):
@@ -676,16 +665,15 @@ def run_pipeline(video: str | os.PathLike[str], config: PipelineConfig = Pipelin
     clock = _Clock(config.progress)
     model = load_generic_model(config.subject)
     front = FrontEndTiming()
-    get_registry()            # built here once: the loader thread and the detector both look names up
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="biopose-body") as pool:
-        # The body model builds on the second core while the detector runs on the first.
-        loading = pool.submit(_timed, mesh_backend, config.mesh)
-        with clock.stage("detect", f"detecting the person in {video.name} ({config.detect.detector})", video):
-            keypoints = detect_video(video, config=config.detect, timing=front)
-        if not keypoints.detected.any():
-            raise InputError(f"video {video}: nobody was detected in any of its {keypoints.num_frames} frames")
-        with clock.stage("body", f"loading body model {config.mesh.body_model}"):
-            backend, body_build_s = loading.result()
+    # The body model is built after detection, not beside it in a thread: that gained nothing on
+    # this 2-core machine (detect + build of the real video 4.0 s sequential, 4.1 s overlapped:
+    # the detector slowed from 2.7 to 4.0 s while the build ran).
+    with clock.stage("detect", f"detecting the person in {video.name} ({config.detect.detector})", video):
+        keypoints = detect_video(video, config=config.detect, timing=front)
+    if not keypoints.detected.any():
+        raise InputError(f"video {video}: nobody was detected in any of its {keypoints.num_frames} frames")
+    with clock.stage("body", f"loading body model {config.mesh.body_model}"):
+        backend = mesh_backend(config.mesh)
     with clock.stage("mesh", f"fitting body model {config.mesh.body_model} to {keypoints.num_frames} frames", video):
         fit = run_mesh(keypoints, config.mesh, backend)
     times = np.asarray(fit.times, np.float64)
@@ -705,7 +693,7 @@ def run_pipeline(video: str | os.PathLike[str], config: PipelineConfig = Pipelin
         how = "NeurIK + refinement"
     timings = StageTimings(detect_s=clock.seconds["detect"], detector_s=front.detector_s,
                            decode_wait_s=front.decode_wait_s,
-                           body_load_s=clock.seconds["body"], body_build_s=body_build_s, mesh_s=clock.seconds["mesh"],
+                           body_load_s=clock.seconds["body"], mesh_s=clock.seconds["mesh"],
                            scale_s=clock.seconds["scale"], neurik_s=clock.seconds["neurik"],
                            refine_s=clock.seconds["refine"])
     sk = model.skeleton
