@@ -4,7 +4,6 @@ from __future__ import annotations
 import base64
 import html
 import os
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -97,16 +96,7 @@ _CSS = ("body{font-family:sans-serif;margin:1.5em;max-width:1200px} table{border
 
 
 def render_report(result: BioPoseResult) -> str:
-    """The report as one HTML string (images inline).
-
-    The keyframes are decoded in a second thread while the plots are drawn (OpenCV releases the
-    GIL): re-reading a 1080p video up to its last keyframe costs ~5 ms a frame."""
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="biopose-keyframes") as pool:
-        keyframes = pool.submit(keyframe_overlays, result)
-        return _page(result, keyframes)
-
-
-def _page(result: BioPoseResult, keyframes: Future[list[tuple[Overlay, bytes]]]) -> str:
+    """The report as one HTML string (images inline)."""
     names = list(result.coordinate_names)
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>BioPose report: "
              f"{html.escape(result.video.name)}</title><style>{_CSS}</style></head><body>",
@@ -120,7 +110,7 @@ def _page(result: BioPoseResult, keyframes: Future[list[tuple[Overlay, bytes]]])
     q = result.quality
     parts.append("<h2>Quality</h2>" + _img(quality_figure(result.times, q.detection_confidence, q.fit_residual,
                                                          q.marker_rms_m, q.good), "per-frame quality"))
-    overlays = keyframes.result()
+    overlays = keyframe_overlays(result)
     if overlays:
         parts.append("<h2>Keyframes</h2><p>red circles: detected keypoints; green dots: virtual markers of the "
                      "fitted body projected through the fit's camera</p><div class='kf'>")
