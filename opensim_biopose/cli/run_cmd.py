@@ -39,8 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="torch device (default cpu)")
     parser.add_argument("--preset", default="accurate", metavar="NAME",
                         help="speed preset: accurate (default: the body fitted at <= 30 frames/s) or fast (at "
-                             "<= 15 frames/s); interpolated in between; --max-side, --fit-rate and --fit-iterations "
-                             "override it")
+                             "<= 10 frames/s, for walking-speed movements), interpolated in between; --max-side, "
+                             "--fit-rate and --fit-iterations override it")
     parser.add_argument("--max-frames", type=int, metavar="N", help="only the first N frames")
     parser.add_argument("--max-side", type=int, metavar="PX",
                         help="shrink frames to this longer side for the detector (default: full resolution)")
