@@ -9,8 +9,13 @@ InverseKinematicsTool on the produced .trc + scaled .osim (what NeurIK + refinem
 A short untimed warm-up run first pays the imports and first-call costs, so the presets' order
 does not matter. Headline: the whole video (all frames).
 
+``--cost-model`` also fits the body to 6 to 100 of the video's frames and fits a line to the fit's
+time (seconds per video + milliseconds per fitted frame), then projects each preset's frames/s on a
+long video of the same kind from the per-frame costs measured here (detect, fit, refinement).
+
     .venv/bin/python benchmarks/bench_pipeline.py [--video PATH] [--frames N] [--presets accurate fast]
                                                   [--max-side PX] [--fit-rate HZ] [--threads K] [--no-refine]
+                                                  [--cost-model]
 """
 from __future__ import annotations
 
@@ -120,6 +125,57 @@ def print_table(m: Measured) -> None:
           f"our NeurIK + refinement + registration / OpenSim IK time = {ik_ours / m.opensim_ik_s:.2f}")
 
 
+@dataclass(frozen=True)
+class FitCost:
+    """The mesh fit's wall time as ``per_video_s + per_frame_s * fitted frames`` (least squares)."""
+
+    per_video_s: float
+    per_frame_s: float
+    samples: tuple[tuple[int, float], ...]
+
+
+def fit_cost(result: BioPoseResult, config: PipelineConfig) -> FitCost:
+    """Time the mesh fit on evenly spread subsets of ``result``'s keypoints (best of two each)."""
+    import numpy as np
+
+    from opensim_biopose.pipeline import mesh_backend, take_frames
+
+    backend = mesh_backend(config.mesh)
+    total = result.keypoints.num_frames
+    samples = []
+    for count in sorted({min(n, total) for n in (6, 12, 25, 50, 100)}):
+        rows = np.unique(np.linspace(0, total - 1, count).round().astype(int))
+        subset = take_frames(result.keypoints, rows)
+        best = np.inf
+        for _ in range(2):
+            t0 = time.perf_counter()
+            backend.fit(subset)
+            best = min(best, time.perf_counter() - t0)
+        samples.append((len(rows), float(best)))
+    frames, seconds = np.array(samples, float).T
+    slope, intercept = np.polyfit(frames, seconds, 1)
+    return FitCost(float(intercept), float(slope), tuple(samples))
+
+
+def print_cost_model(cost: FitCost, runs: list[Measured]) -> None:
+    """Per-frame costs and each preset's projected frames/s on a long video (fixed costs amortised)."""
+    from opensim_biopose.pipeline import fit_rows
+
+    print(f"\nmesh fit time = {cost.per_video_s:.2f} s per video + {1000 * cost.per_frame_s:.1f} ms per fitted frame "
+          f"(measured: {', '.join(f'{n} frames {s:.2f} s' for n, s in cost.samples)})")
+    print(f"{'preset':10s} {'detect':>8s} {'fitted':>7s} {'fit':>8s} {'rest':>8s} {'per frame':>10s} {'long video':>11s}")
+    print(f"{'':10s} {'ms':>8s} {'share':>7s} {'ms':>8s} {'ms':>8s} {'ms':>10s} {'frames/s':>11s}")
+    for m in runs:
+        t, n = m.result.timings, m.result.num_frames
+        share = len(fit_rows(m.result.keypoints.times, m.result.fps, m.config.mesh.max_fit_rate_hz)) / n
+        detect, fit = 1000 * t.detect_s / n, 1000 * cost.per_frame_s * share
+        rest = 1000 * (t.scale_s + t.neurik_s + t.refine_s) / n
+        per_frame = detect + fit + rest
+        print(f"{m.preset:10s} {detect:8.1f} {share:7.2f} {fit:8.1f} {rest:8.1f} {per_frame:10.1f} "
+              f"{1000 / per_frame:11.1f}")
+    print(f"(one core, stages in sequence; the target {TARGET_FPS:g} frames/s allows {1000 / TARGET_FPS:.1f} ms per frame)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--video", type=Path, default=VIDEO)
@@ -129,6 +185,8 @@ def main() -> None:
     parser.add_argument("--fit-rate", type=float, default=None, help="fit at most HZ frames/s (over the presets)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the machine is shared)")
     parser.add_argument("--no-refine", action="store_true")
+    parser.add_argument("--cost-model", action="store_true",
+                        help="also time the fit on 6-100 frames and project frames/s on a long video")
     args = parser.parse_args()
     if not args.video.is_file():
         raise SystemExit(f"video {args.video} is absent (the shared reference data lives in ../shared/data)")
@@ -147,6 +205,8 @@ def main() -> None:
         print(f"{m.preset:10s} {m.result.num_frames:6d} {m.fps:9.2f} {m.steady_fps:12.2f} {m.fps / fps:12.3f} "
               f"{m.fps / TARGET_FPS:9.2f}")
     print(f"real time = {fps:g} frames/s; target = {TARGET_FPS:g} frames/s (issue 6)")
+    if args.cost_model:
+        print_cost_model(fit_cost(runs[0].result, runs[0].config), runs)
 
 
 if __name__ == "__main__":
