@@ -13,9 +13,13 @@ does not matter. Headline: the whole video (all frames).
 time (seconds per video + milliseconds per fitted frame), then projects each preset's frames/s on a
 long video of the same kind from the per-frame costs measured here (detect, fit, refinement).
 
+``--loop N`` measures a long video instead of projecting one: the video played forwards, then
+backwards, and so on, to N frames (the same person and motion without a jump at the turns;
+re-encoded once at the source's size and rate, outside the timing).
+
     .venv/bin/python benchmarks/bench_pipeline.py [--video PATH] [--frames N] [--presets accurate fast]
                                                   [--max-side PX] [--fit-rate HZ] [--threads K] [--no-refine]
-                                                  [--cost-model]
+                                                  [--cost-model] [--loop N]
 """
 from __future__ import annotations
 
@@ -176,6 +180,30 @@ def print_cost_model(cost: FitCost, runs: list[Measured]) -> None:
     print(f"(one core, stages in sequence; the target {TARGET_FPS:g} frames/s allows {1000 / TARGET_FPS:.1f} ms per frame)")
 
 
+def ping_pong_video(video: Path, frames: int, folder: Path) -> Path:
+    """``video`` played forwards, backwards, forwards ... to ``frames`` frames, written to ``folder``."""
+    import cv2
+
+    from opensim_biopose.render.video import write_video
+
+    capture = cv2.VideoCapture(str(video))
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    source = []
+    while True:
+        ok, image = capture.read()
+        if not ok:
+            break
+        source.append(image)
+    capture.release()
+    if len(source) < 2:
+        raise SystemExit(f"video {video} has fewer than two readable frames")
+    cycle = list(range(len(source))) + list(range(len(source) - 2, 0, -1))
+    order = [cycle[i % len(cycle)] for i in range(frames)]
+    path = folder / f"{video.stem}_loop{frames}.mp4"
+    write_video((source[i] for i in order), path, fps)
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--video", type=Path, default=VIDEO)
@@ -187,10 +215,16 @@ def main() -> None:
     parser.add_argument("--no-refine", action="store_true")
     parser.add_argument("--cost-model", action="store_true",
                         help="also time the fit on 6-100 frames and project frames/s on a long video")
+    parser.add_argument("--loop", type=int, default=None, metavar="N",
+                        help="measure a long video: the video forwards and backwards in turn to N frames")
     args = parser.parse_args()
     if not args.video.is_file():
         raise SystemExit(f"video {args.video} is absent (the shared reference data lives in ../shared/data)")
     torch.set_num_threads(args.threads)
+    if args.loop:
+        folder = tempfile.TemporaryDirectory()
+        args.video = ping_pong_video(args.video, args.loop, Path(folder.name))
+        print(f"long video: {args.video.name}, {args.loop} frames (forwards and backwards in turn)")
     warm_s, warm = warm_up(args.video)
     print(f"warm-up (imports, first calls; 5 frames, not counted): {warm_s:.1f} s; torch threads {args.threads}; "
           f"{os.cpu_count()} CPU cores")

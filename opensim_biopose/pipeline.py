@@ -161,12 +161,16 @@ class SpeedPreset:
 # side + 45 deg clips (bench_rendered) its 12-DoF mean is 4.87 deg at 30 fps and 4.88 at 60 fps
 # (accurate: 4.96 / 4.98; at 15 Hz: 4.88 / 4.90), arms 11.7 / 10.9 deg (accurate 11.5 / 11.1).
 # Fewer fit evaluations cost more than they save: fast with 150 / 200 of them, 5.1 / 5.0 deg.
+# Half the rigid-stage iterations (30) does not: side + 45 deg 4.9 deg, front 7.0 (arm raises' arms
+# 19 deg), ~12 ms less per fitted frame; on a 1200-frame 1080p video (bench_pipeline --loop 1200
+# --threads 2) fast runs 35.6 frames/s end to end.
 # Movements faster than these clips' (sprints, jumps) have power above 5 Hz that a 10 Hz fit cuts.
 PRESETS: dict[str, SpeedPreset] = {p.name: p for p in (
     SpeedPreset("accurate", "full-resolution keypoints, the body fitted at <= 30 frames/s (every frame of "
                             "a 30 fps video)", max_fit_rate_hz=30.0),
     SpeedPreset("fast", "the body fitted at <= 10 frames/s and interpolated between (walking, squats, "
-                        "sit-to-stand; not sprints or jumps)", max_fit_rate_hz=10.0),
+                        "sit-to-stand; not sprints or jumps)", max_fit_rate_hz=10.0,
+                fit_options=(("rigid_iterations", 30),)),
 )}
 DEFAULT_PRESET = "accurate"
 
