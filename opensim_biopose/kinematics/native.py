@@ -692,14 +692,12 @@ def _solve_frames(q0, kin, mk_row, mk_off, markers, weights, task_index, task_sq
 def _report_at_state(markers, weights, mk_row, mk_off, body_r, body_p, out):
     """(total squared, RMS, max) marker distance over markers with weight > 0, at the state's pose."""
     count, sq, big = 0, 0.0, 0.0
+    p = np.empty(3)
     for m in range(mk_row.shape[0]):
         if not weights[m] > 0.0:
             continue
-        row, off = mk_row[m], mk_off[m]
-        d2 = 0.0
-        for a in range(3):
-            p = body_p[row, a] + body_r[row, a, 0] * off[0] + body_r[row, a, 1] * off[1] + body_r[row, a, 2] * off[2]
-            d2 += (p - markers[m, a]) ** 2
+        _marker_position(p, body_r, body_p, mk_row[m], mk_off[m])
+        d2 = (p[0] - markers[m, 0]) ** 2 + (p[1] - markers[m, 1]) ** 2 + (p[2] - markers[m, 2]) ** 2
         count += 1
         sq += d2
         big = max(big, math.sqrt(d2))
@@ -772,34 +770,23 @@ def forward_markers(native: NativeModel, q: np.ndarray) -> tuple[np.ndarray, np.
 
 
 @njit(cache=True)
-def _marker_report(q, kin, mk_row, mk_off, markers, used, n_bodies, out_q, total, rms, largest):
-    """OpenSim's per-frame marker report at q (B, n): squared-distance total, RMS and max over
-    the markers ``used`` (B, M) (NaN where none); out_q (B, n) with dependents filled."""
+def _marker_report(q, kin, mk_row, mk_off, markers, weights, n_bodies, out_q, out_report):
+    """OpenSim's per-frame marker report at q (B, n): out_report (B, 3) squared-distance total, RMS
+    and max over the markers with weight > 0 in ``weights`` (B, M) (NaN where none); out_q (B, n)
+    with dependents filled."""
     (fn_kind, fn_scale, fn_poly, fn_knots, fn_coef, fn_last, cp_dep, cp_ind, cp_fn, j_parent, j_child, j_r_pf,
      j_p_pf, j_r_cm, j_p_cm, j_tr, j_rot, ax_dir, ax_coord, ax_fn, ax_rot, ax_body, j_identity) = kin
     n_axes = ax_dir.shape[0]
     chain, body_r, body_p = np.empty(q.shape[1]), np.empty((n_bodies, 3, 3)), np.empty((n_bodies, 3))
     axis_w, axis_o, axis_slope = np.empty((n_axes, 3)), np.empty((n_axes, 3)), np.empty(n_axes)
     work = np.empty((5, 3, 3))
-    p = np.empty(3)
     for b in range(q.shape[0]):
         for i in range(q.shape[1]):
             out_q[b, i] = q[b, i]
         _forward_frame(out_q[b], fn_kind, fn_scale, fn_poly, fn_knots, fn_coef, fn_last, cp_dep, cp_ind, cp_fn,
                        j_parent, j_child, j_r_pf, j_p_pf, j_r_cm, j_p_cm, j_tr, j_rot, ax_dir, ax_coord, ax_fn,
                        j_identity, chain, body_r, body_p, axis_w, axis_o, axis_slope, work)
-        count, sq, big = 0, 0.0, 0.0
-        for m in range(mk_row.shape[0]):
-            if not used[b, m]:
-                continue
-            _marker_position(p, body_r, body_p, mk_row[m], mk_off[m])
-            d2 = (p[0] - markers[b, m, 0]) ** 2 + (p[1] - markers[b, m, 1]) ** 2 + (p[2] - markers[b, m, 2]) ** 2
-            count += 1
-            sq += d2
-            big = max(big, math.sqrt(d2))
-        total[b] = sq if count else np.nan
-        rms[b] = math.sqrt(sq / count) if count else np.nan
-        largest[b] = big if count else np.nan
+        _report_at_state(markers[b], weights[b], mk_row, mk_off, body_r, body_p, out_report[b])
 
 
 def marker_report(native: NativeModel, q: np.ndarray, markers: np.ndarray, used: np.ndarray
@@ -807,8 +794,7 @@ def marker_report(native: NativeModel, q: np.ndarray, markers: np.ndarray, used:
     """(total squared m^2, RMS m, max m) per frame over ``used`` (B, M) markers of ``markers``
     (B, M, 3), and q_full (B, n) with dependents filled, at q (B, n)."""
     q = np.ascontiguousarray(q, dtype=np.float64)
-    b = q.shape[0]
-    out_q, total, rms, largest = np.empty_like(q), np.empty(b), np.empty(b), np.empty(b)
+    out_q, report = np.empty_like(q), np.empty((q.shape[0], 3))
     _marker_report(q, native.kinematics(), native.mk_row, native.mk_off, np.ascontiguousarray(markers, np.float64),
-                   np.ascontiguousarray(used), native.n_bodies, out_q, total, rms, largest)
-    return total, rms, largest, out_q
+                   np.ascontiguousarray(used, np.float64), native.n_bodies, out_q, report)
+    return report[:, 0].copy(), report[:, 1].copy(), report[:, 2].copy(), out_q
